@@ -4,8 +4,30 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use serde_json::json;
-use vision::{Backbone, DEFAULT_INPUT_SIZE, DecodeLimits, VisionError};
+use serde::Serialize;
+use vision::{Backbone, DEFAULT_INPUT_SIZE, DecodeLimits, Prediction, VisionError};
+
+/// One output line; field order is the documented contract.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Line<'a> {
+    Classified {
+        path: &'a str,
+        top: &'a [Prediction],
+        width: u32,
+        height: u32,
+    },
+    Failed {
+        path: &'a str,
+        error: ErrorObject<'a>,
+    },
+}
+
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    kind: &'a str,
+    message: &'a str,
+}
 
 pub fn run(model: Option<&Path>, top: usize, files: &[PathBuf]) -> ExitCode {
     let backbone = match model {
@@ -23,20 +45,25 @@ pub fn run(model: Option<&Path>, top: usize, files: &[PathBuf]) -> ExitCode {
     let mut stdout = BufWriter::new(std::io::stdout().lock());
     let mut failures = 0usize;
     for path in files {
-        let line = match classify_file(&backbone, &limits, path, top) {
-            Ok(classification) => json!({
-                "path": path.display().to_string(),
-                "top": classification.top,
-                "width": classification.width,
-                "height": classification.height,
-            }),
+        let shown = path.display().to_string();
+        let result = classify_file(&backbone, &limits, path, top);
+        let line = match &result {
+            Ok(classification) => Line::Classified {
+                path: &shown,
+                top: &classification.top,
+                width: classification.width,
+                height: classification.height,
+            },
             Err((kind, message)) => {
                 failures += 1;
-                json!({
-                    "path": path.display().to_string(),
-                    "error": { "kind": kind, "message": message },
-                })
+                Line::Failed {
+                    path: &shown,
+                    error: ErrorObject { kind, message },
+                }
             }
+        };
+        let Ok(line) = serde_json::to_string(&line) else {
+            return ExitCode::from(2);
         };
         // Flush per line so a consumer sees results as they come.
         if writeln!(stdout, "{line}")

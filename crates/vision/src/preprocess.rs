@@ -25,7 +25,7 @@ impl Preprocessor {
     /// `input_size` is the side of the square the network sees (224 for the bundled model);
     /// images are first resized so their shorter side is `input_size * 256 / 224`.
     pub fn new(input_size: u32) -> Result<Self> {
-        if !(32..=1024).contains(&input_size) || input_size % 32 != 0 {
+        if !(32..=1024).contains(&input_size) || !input_size.is_multiple_of(32) {
             return Err(VisionError::InputSize(input_size));
         }
         let mut lookup = [[0.0; 256]; 3];
@@ -112,7 +112,7 @@ fn resized_dimensions(width: u32, height: u32, short: u32) -> (u32, u32) {
 fn centre_offset(length: u32, size: u32) -> u32 {
     let excess = length.saturating_sub(size);
     let half = excess / 2;
-    if excess % 2 == 1 && half % 2 == 1 {
+    if !excess.is_multiple_of(2) && !half.is_multiple_of(2) {
         half + 1
     } else {
         half
