@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::Serialize;
-use vision::{Backbone, DEFAULT_INPUT_SIZE, DecodeLimits, Prediction, VisionError};
+use std::sync::Arc;
+
+use vision::{Backbone, Classifier, DEFAULT_INPUT_SIZE, DecodeLimits, Prediction, VisionError};
 
 /// One output line; field order is the documented contract.
 #[derive(Serialize)]
@@ -30,12 +32,16 @@ struct ErrorObject<'a> {
 }
 
 pub fn run(model: Option<&Path>, top: usize, files: &[PathBuf]) -> ExitCode {
-    let backbone = match model {
-        Some(path) => Backbone::from_path(path, DEFAULT_INPUT_SIZE),
-        None => Backbone::bundled(),
+    let classifier = match model {
+        Some(dir) if dir.is_dir() => Backbone::bundled()
+            .and_then(|backbone| Classifier::from_bundle_dir(Arc::new(backbone), dir)),
+        Some(path) => {
+            Backbone::from_path(path, DEFAULT_INPUT_SIZE).map(|b| Classifier::imagenet(Arc::new(b)))
+        }
+        None => Backbone::bundled().map(|b| Classifier::imagenet(Arc::new(b))),
     };
-    let backbone = match backbone {
-        Ok(backbone) => backbone,
+    let classifier = match classifier {
+        Ok(classifier) => classifier,
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::from(2);
@@ -46,7 +52,7 @@ pub fn run(model: Option<&Path>, top: usize, files: &[PathBuf]) -> ExitCode {
     let mut failures = 0usize;
     for path in files {
         let shown = path.display().to_string();
-        let result = classify_file(&backbone, &limits, path, top);
+        let result = classify_file(&classifier, &limits, path, top);
         let line = match &result {
             Ok(classification) => Line::Classified {
                 path: &shown,
@@ -81,7 +87,7 @@ pub fn run(model: Option<&Path>, top: usize, files: &[PathBuf]) -> ExitCode {
 }
 
 fn classify_file(
-    backbone: &Backbone,
+    classifier: &Classifier,
     limits: &DecodeLimits,
     path: &Path,
     top: usize,
@@ -95,7 +101,7 @@ fn classify_file(
         .map_err(|e| (e.kind(), e.to_string()))?;
     let bytes =
         std::fs::read(path).map_err(|e| ("io", format!("cannot read {}: {e}", path.display())))?;
-    backbone
+    classifier
         .classify(&bytes, limits, top)
         .map_err(|e: VisionError| (e.kind(), e.to_string()))
 }

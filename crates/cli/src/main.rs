@@ -1,17 +1,19 @@
 //! `lambda-vision`: the pipeline's ML work on local files, with the same code the Lambdas run.
 
 mod classify;
+mod dataset;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "lambda-vision",
     version,
-    about = "Classify images with MobileNetV2, locally or on AWS Lambda"
+    about = "Classify images and train classifiers with MobileNetV2, locally or on AWS Lambda"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,7 +27,8 @@ enum Command {
     /// Exit status: 0 when every file was classified, 1 when any failed (each still gets its
     /// line, with an `error`), 2 for usage errors or a model that cannot be loaded.
     Classify {
-        /// An ONNX backbone to use instead of the bundled MobileNetV2.
+        /// A trained model directory (from `train`), or an ONNX backbone file to use instead
+        /// of the bundled MobileNetV2 with its ImageNet classes.
         #[arg(long, value_name = "PATH")]
         model: Option<PathBuf>,
         /// How many classes to print per image.
@@ -35,13 +38,53 @@ enum Command {
         #[arg(value_name = "FILE", required = true)]
         files: Vec<PathBuf>,
     },
+    /// Train a classifier head on a folder of labelled images (`DIR/<label>/<image>`).
+    Train(train::TrainArgs),
+    /// Evaluate a trained model on a labelled folder; prints one JSON object on stdout.
+    Eval {
+        /// The model directory written by `train`.
+        #[arg(long, value_name = "DIR")]
+        model: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Extract backbone features of a labelled folder to FILE.npy (float32, N×1280) and
+    /// FILE.json (labels, targets, keys, skipped files), e.g. to compare other classifiers.
+    Features {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Output .npy file; the sidecar is written next to it with a .json extension.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+/// Where labelled images come from, and how many threads extract their features.
+#[derive(Args)]
+struct DataArgs {
+    /// A folder of `<label>/<image>` files.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Extraction threads (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Classify { model, top, files } => {
-            classify::run(model.as_deref(), usize::from(top), &files)
+            return classify::run(model.as_deref(), usize::from(top), &files);
+        }
+        Command::Train(args) => train::train(&args),
+        Command::Eval { model, data } => train::eval(&model, &data.data, data.workers),
+        Command::Features { data, out } => train::features(&data.data, data.workers, &out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
         }
     }
 }

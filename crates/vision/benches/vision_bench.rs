@@ -10,7 +10,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use image::{DynamicImage, ImageFormat, RgbImage};
-use vision::{Backbone, DecodeLimits, Preprocessor, decode};
+use vision::{
+    Backbone, DecodeLimits, ExtractOptions, FEATURE_LEN, FeatureSet, LabeledImage, Preprocessor,
+    TrainConfig, decode, extract_features, train_head,
+};
 
 fn main() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -58,9 +61,12 @@ fn main() {
     println!("backbone tract 1×3×224×224      {:>8.2} ms", ms(tract));
 
     let end_to_end = median(20, || {
-        backbone.classify(&large, &limits, 5).expect("classifies");
+        backbone.infer_bytes(&large, &limits).expect("classifies");
     });
     println!("classify 12 MP JPEG end to end  {:>8.2} ms", ms(end_to_end));
+
+    extraction_throughput(&backbone, &data);
+    head_training();
 
     match onnxruntime_median_ms(&repo) {
         Some(ort) => println!(
@@ -71,6 +77,70 @@ fn main() {
             "backbone onnxruntime            skipped (pip install -r bench/requirements.txt)"
         ),
     }
+}
+
+/// Images per second through decode → preprocess → backbone, with 1 and 2 workers.
+fn extraction_throughput(backbone: &Backbone, data: &Path) {
+    let photos: Vec<Vec<u8>> = ["chelsea.jpg", "coffee.jpg", "astronaut.jpg"]
+        .iter()
+        .map(|name| std::fs::read(data.join(name)).expect("fixture"))
+        .collect();
+    let items = || {
+        (0..120).map(|i| {
+            Ok(LabeledImage {
+                key: format!("{i}"),
+                label: format!("{}", i % 3),
+                bytes: photos[i % 3].clone(),
+            })
+        })
+    };
+    let mut single = 0.0;
+    for workers in [1, 2] {
+        let options = ExtractOptions {
+            workers,
+            ..ExtractOptions::default()
+        };
+        let start = Instant::now();
+        let set = extract_features(backbone, items(), &options, |_| {}).expect("extracts");
+        let rate = set.len() as f64 / start.elapsed().as_secs_f64();
+        if workers == 1 {
+            single = rate;
+        }
+        println!(
+            "extraction, {workers} worker(s)      {rate:>8.1} images/s ({:.2}× one worker; small photos)",
+            rate / single
+        );
+    }
+}
+
+/// Head training on 10,000 × 1280 synthetic features, 10 classes, 30 full epochs.
+fn head_training() {
+    let mut set = FeatureSet::default();
+    let mut state = 0x853c_49e6_748f_ea9bu64;
+    let mut row = vec![0.0f32; FEATURE_LEN];
+    for i in 0..10_000 {
+        let class = i % 10;
+        for (d, value) in row.iter_mut().enumerate() {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let noise = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            *value = if d % 10 == class { 1.0 } else { 0.0 } + 4.0 * noise;
+        }
+        set.push(format!("{i}"), format!("class-{class}"), &row);
+    }
+    let config = TrainConfig {
+        epochs: 30,
+        patience: 100,
+        ..TrainConfig::default()
+    };
+    let start = Instant::now();
+    let trained = train_head(&set, &config, |_| {}).expect("trains");
+    println!(
+        "head training 10k×1280, 10 classes, {} epochs {:>8.2} s",
+        trained.history.len(),
+        start.elapsed().as_secs_f64()
+    );
 }
 
 fn ms(duration: Duration) -> f64 {

@@ -51,14 +51,12 @@ pub struct Timings {
 }
 
 /// A classified image: the top classes and the image's displayed size.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Classification {
     pub top: Vec<Prediction>,
     pub width: u32,
     pub height: u32,
-    #[serde(skip)]
-    pub format: Option<ImageFormat>,
-    #[serde(skip)]
+    pub format: ImageFormat,
     pub timings: Timings,
 }
 
@@ -174,13 +172,8 @@ impl Backbone {
         self.infer(self.preprocessor.tensor(image)?)
     }
 
-    /// Bytes in, top-`k` ImageNet classes out; every step bounded by `limits`.
-    pub fn classify(
-        &self,
-        bytes: &[u8],
-        limits: &DecodeLimits,
-        k: usize,
-    ) -> Result<Classification> {
+    /// Decodes, preprocesses and runs one encoded image; every step bounded by `limits`.
+    pub fn infer_bytes(&self, bytes: &[u8], limits: &DecodeLimits) -> Result<ImageInference> {
         let started = Instant::now();
         let decoded = decode(bytes, limits, self.preprocessor.resize_short_side())?;
         let decoded_at = Instant::now();
@@ -188,11 +181,11 @@ impl Backbone {
         let preprocessed_at = Instant::now();
         let inference = self.infer(tensor)?;
         let finished = Instant::now();
-        Ok(Classification {
-            top: top_k(&inference.logits, &self.labels, k),
+        Ok(ImageInference {
+            inference,
             width: decoded.width,
             height: decoded.height,
-            format: Some(decoded.format),
+            format: decoded.format,
             timings: Timings {
                 decode_ms: millis(decoded_at - started),
                 preprocess_ms: millis(preprocessed_at - decoded_at),
@@ -200,6 +193,17 @@ impl Backbone {
             },
         })
     }
+}
+
+/// What [`Backbone::infer_bytes`] learns about one image.
+#[derive(Debug, Clone)]
+pub struct ImageInference {
+    pub inference: Inference,
+    /// Displayed size (after EXIF orientation) at full resolution.
+    pub width: u32,
+    pub height: u32,
+    pub format: ImageFormat,
+    pub timings: Timings,
 }
 
 fn output_len(plan: &TypedRunnableModel, ix: usize) -> Result<usize> {

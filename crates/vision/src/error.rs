@@ -79,6 +79,38 @@ pub enum VisionError {
     #[error("the label list has {labels} names but the model has {classes} classes")]
     LabelCount { labels: usize, classes: usize },
 
+    #[error("invalid training setting `{field}`: {reason}")]
+    InvalidConfig { field: &'static str, reason: String },
+
+    #[error("the dataset needs at least two labels (folders), found {found:?}")]
+    NotEnoughLabels { found: Vec<String> },
+
+    #[error(
+        "label `{label}` has {usable} usable images, fewer than the minimum of {minimum}; add images or lower min_images_per_class"
+    )]
+    TooFewImages {
+        label: String,
+        usable: usize,
+        minimum: usize,
+    },
+
+    #[error("invalid head: {0}")]
+    InvalidHead(String),
+
+    #[error(
+        "the model was trained on backbone {expected} but the running backbone is {actual}; retrain the head or load the matching backbone"
+    )]
+    BackboneMismatch { expected: String, actual: String },
+
+    #[error("cannot read or write {path}: {source}")]
+    BundleIo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("{path} is not a valid model bundle file: {detail}")]
+    BundleFormat { path: PathBuf, detail: String },
+
     #[error(
         "invalid input size {0}: use a multiple of 32 between 32 and 1024 (the model was trained at 224)"
     )]
@@ -103,6 +135,13 @@ impl VisionError {
             VisionError::Inference(_) => "inference",
             VisionError::LabelCount { .. } => "label_count",
             VisionError::InputSize(_) => "input_size",
+            VisionError::InvalidConfig { .. } => "invalid_config",
+            VisionError::NotEnoughLabels { .. } => "not_enough_labels",
+            VisionError::TooFewImages { .. } => "too_few_images",
+            VisionError::InvalidHead(_) => "invalid_head",
+            VisionError::BackboneMismatch { .. } => "backbone_mismatch",
+            VisionError::BundleIo { .. } => "bundle_io",
+            VisionError::BundleFormat { .. } => "bundle_format",
         }
     }
 

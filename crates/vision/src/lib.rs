@@ -1,15 +1,29 @@
-//! lambda-vision's ML core: untrusted bytes → upright RGB → MobileNetV2 features and ImageNet
-//! classes. No AWS and no async here: the Lambda functions and the CLI share this code.
+//! lambda-vision's ML core: untrusted bytes → upright RGB → MobileNetV2 features → ImageNet
+//! classes or a trained head. No AWS and no async here: the Lambda functions and the CLI share
+//! this code.
 
 pub mod backbone;
+pub mod bundle;
+pub mod classifier;
 pub mod decode;
 pub mod error;
+pub mod extract;
+pub mod head;
+pub mod metrics;
 pub mod preprocess;
 
 pub use backbone::{
     BUNDLED_LABELS, BUNDLED_MODEL, Backbone, Classification, DEFAULT_INPUT_SIZE, FEATURE_LEN,
-    Inference, Prediction, Timings, softmax, top_k,
+    ImageInference, Inference, Prediction, Timings, softmax, top_k,
 };
+pub use bundle::{HeadDocument, Metrics, TrainedBundle, export_onnx, train_bundle};
+pub use classifier::Classifier;
 pub use decode::{DecodeLimits, DecodedImage, ImageFormat, decode};
 pub use error::{LimitKind, Result, VisionError};
+pub use extract::{
+    ExtractOptions, FeatureSet, LabeledImage, Progress, SkippedImage, SourceFailure, SourceItem,
+    extract_features,
+};
+pub use head::{EpochStats, Head, TrainConfig, TrainedHead, train_head};
+pub use metrics::{ClassMetrics, Evaluation, evaluate};
 pub use preprocess::{IMAGENET_MEAN, IMAGENET_STD, Preprocessor};

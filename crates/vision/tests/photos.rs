@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use image::{DynamicImage, ImageFormat as Encoding};
-use vision::{Backbone, DecodeLimits, ImageFormat};
+use std::sync::Arc;
+
+use vision::{Backbone, Classifier, DecodeLimits, ImageFormat};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -14,13 +16,19 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
+fn classifier() -> &'static Classifier {
+    static CLASSIFIER: OnceLock<Classifier> = OnceLock::new();
+    CLASSIFIER.get_or_init(|| {
+        Classifier::imagenet(Arc::new(Backbone::bundled().expect("bundled model loads")))
+    })
+}
+
 fn backbone() -> &'static Backbone {
-    static BACKBONE: OnceLock<Backbone> = OnceLock::new();
-    BACKBONE.get_or_init(|| Backbone::bundled().expect("bundled model loads"))
+    classifier().backbone()
 }
 
 fn top1(bytes: &[u8]) -> (usize, String, f32) {
-    let result = backbone()
+    let result = classifier()
         .classify(bytes, &DecodeLimits::default(), 5)
         .expect("classifies");
     let best = &result.top[0];
@@ -88,7 +96,7 @@ fn exif_orientation_is_applied() {
         (300, 451),
         "stored sideways"
     );
-    let result = backbone()
+    let result = classifier()
         .classify(&fixture("chelsea_exif6.jpg"), &DecodeLimits::default(), 1)
         .unwrap();
     assert_eq!(
@@ -168,10 +176,10 @@ fn every_format_and_pixel_layout_classifies_the_cat() {
         ),
     ];
     for (name, bytes, format) in cases {
-        let result = backbone()
+        let result = classifier()
             .classify(&bytes, &DecodeLimits::default(), 5)
             .unwrap();
-        assert_eq!(result.format, Some(format), "{name}");
+        assert_eq!(result.format, format, "{name}");
         assert_eq!((result.width, result.height), (451, 300), "{name}");
         let best = &result.top[0];
         assert!(
