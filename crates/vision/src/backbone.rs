@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use image::RgbImage;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
@@ -35,7 +35,7 @@ pub struct Inference {
 }
 
 /// One of the top-k classes, as written in predictions.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
     pub label: String,
     pub index: usize,
@@ -43,7 +43,7 @@ pub struct Prediction {
 }
 
 /// Where the time went for one image, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timings {
     pub decode_ms: f64,
     pub preprocess_ms: f64,

@@ -1,0 +1,111 @@
+//! Configuration from environment variables, read once at cold start.
+
+use crate::error::{PipelineError, Result};
+
+/// Everything the three functions need to know about their surroundings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where users upload images, datasets and job specs (`INPUT_BUCKET`).
+    pub input_bucket: String,
+    /// Where predictions, models, caches and results go (`RESULTS_BUCKET`).
+    pub results_bucket: String,
+    /// The trainer's function name, for asynchronous invokes (`TRAINER_FUNCTION`).
+    pub trainer_function: Option<String>,
+    /// How often a training job may hand itself on to a fresh invocation (`MAX_CONTINUATIONS`).
+    pub max_continuations: u32,
+    /// The verified SES sender (`SENDER_ADDRESS`).
+    pub sender_address: Option<String>,
+    /// Who gets reports of jobs without a `notify` list (`DEFAULT_RECIPIENTS`, comma-separated).
+    pub default_recipients: Vec<String>,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::from_env`] with any variable source, so tests need not touch the process
+    /// environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let required = |name: &'static str| {
+            lookup(name).filter(|v| !v.trim().is_empty()).ok_or(PipelineError::MissingConfig {
+                name,
+                hint: "the SAM template sets it; when running locally, export it or use `lambda-vision demo`",
+            })
+        };
+        let optional = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let max_continuations = match optional("MAX_CONTINUATIONS") {
+            None => 10,
+            Some(value) => value.parse().map_err(|_| PipelineError::InvalidConfig {
+                name: "MAX_CONTINUATIONS",
+                reason: format!("{value:?} is not a whole number"),
+            })?,
+        };
+        let default_recipients: Vec<String> = optional("DEFAULT_RECIPIENTS")
+            .map(|list| {
+                list.split(',')
+                    .map(|a| a.trim().to_owned())
+                    .filter(|a| !a.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(bad) = default_recipients
+            .iter()
+            .find(|a| !crate::job::is_plausible_address(a))
+        {
+            return Err(PipelineError::InvalidConfig {
+                name: "DEFAULT_RECIPIENTS",
+                reason: format!("{bad:?} is not an email address"),
+            });
+        }
+        Ok(Config {
+            input_bucket: required("INPUT_BUCKET")?,
+            results_bucket: required("RESULTS_BUCKET")?,
+            trainer_function: optional("TRAINER_FUNCTION"),
+            max_continuations,
+            sender_address: optional("SENDER_ADDRESS"),
+            default_recipients,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_invalid_variables_are_named() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let error = Config::from_lookup(env(&[("INPUT_BUCKET", "in")])).unwrap_err();
+        assert!(error.to_string().contains("RESULTS_BUCKET"), "{error}");
+        let error = Config::from_lookup(env(&[
+            ("INPUT_BUCKET", "in"),
+            ("RESULTS_BUCKET", "out"),
+            ("MAX_CONTINUATIONS", "x"),
+        ]))
+        .unwrap_err();
+        assert!(error.to_string().contains("MAX_CONTINUATIONS"), "{error}");
+        let config = Config::from_lookup(env(&[
+            ("INPUT_BUCKET", "in"),
+            ("RESULTS_BUCKET", "out"),
+            ("DEFAULT_RECIPIENTS", " a@example.com, b@example.org "),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.default_recipients,
+            ["a@example.com", "b@example.org"]
+        );
+        assert_eq!(config.max_continuations, 10);
+    }
+}

@@ -1,0 +1,293 @@
+//! The job report email: a subject with the job id, status and validation accuracy; a plain
+//! text part; an HTML part with every user-controlled string escaped; and an inline PNG chart
+//! (training curve and confusion matrix). Built with `lettre`, so the same RFC 5322 bytes go to
+//! SES v2 (`Raw` content) and to the demo's file outbox.
+
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, Mailboxes, MultiPart, SinglePart};
+use vision::Metrics;
+
+use crate::error::{PipelineError, Result};
+use crate::job::{JobResult, JobStatus};
+
+/// A rendered report, ready to send.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    pub chart_png: Option<Vec<u8>>,
+}
+
+/// Removes what could break a header or a line: control characters (CR, LF, NUL, …) become
+/// spaces, and the result is cut to `max` characters.
+pub fn sanitize_header(text: &str, max: usize) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect()
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn percent(value: f64) -> String {
+    format!("{:.1} %", 100.0 * value)
+}
+
+/// Renders the report of `result` (with `metrics` for a successful job).
+pub fn render(result: &JobResult, metrics: Option<&Metrics>) -> Report {
+    let job = &result.job_id;
+    let accuracy = result.summary.as_ref().map(|s| s.validation_accuracy);
+    let subject = sanitize_header(
+        &match (result.status, accuracy) {
+            (JobStatus::Succeeded, Some(acc)) => format!(
+                "[lambda-vision] job {job} succeeded: validation accuracy {}",
+                percent(acc)
+            ),
+            (JobStatus::Succeeded, None) => format!("[lambda-vision] job {job} succeeded"),
+            (JobStatus::Failed, _) => format!("[lambda-vision] job {job} failed"),
+        },
+        200,
+    );
+
+    let mut text = format!("Training job {job}: {}\n", status_word(result.status));
+    let mut html = format!(
+        "<!doctype html><html><body style=\"font-family:sans-serif\"><h2>Training job {}: {}</h2>",
+        escape_html(job),
+        status_word(result.status)
+    );
+    if let Some(dataset) = &result.dataset {
+        text.push_str(&format!("Dataset: {dataset}\n"));
+        html.push_str(&format!(
+            "<p>Dataset: <code>{}</code></p>",
+            escape_html(dataset)
+        ));
+    }
+    if let Some(error) = &result.error {
+        text.push_str(&format!(
+            "\nWhat went wrong ({}):\n{}\n",
+            error.kind, error.message
+        ));
+        html.push_str(&format!(
+            "<p><strong>What went wrong</strong> (<code>{}</code>):</p><pre>{}</pre>",
+            escape_html(&error.kind),
+            escape_html(&error.message)
+        ));
+    }
+    if let Some(summary) = &result.summary {
+        text.push_str(&format!(
+            "\nValidation accuracy: {}\nMacro-F1: {:.3}\nImages: {} train, {} validation, {} skipped\nBest epoch: {} of {}\nContinuations: {}\nDuration: {:.1} s\n",
+            percent(summary.validation_accuracy),
+            summary.macro_f1,
+            summary.images_train,
+            summary.images_validation,
+            summary.images_skipped,
+            summary.best_epoch,
+            summary.epochs_run,
+            result.continuations,
+            summary.duration_ms / 1000.0
+        ));
+        html.push_str(&format!(
+            "<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">\
+             <tr><th align=\"left\">Validation accuracy</th><td>{}</td></tr>\
+             <tr><th align=\"left\">Macro-F1</th><td>{:.3}</td></tr>\
+             <tr><th align=\"left\">Images</th><td>{} train, {} validation, {} skipped</td></tr>\
+             <tr><th align=\"left\">Best epoch</th><td>{} of {}</td></tr>\
+             <tr><th align=\"left\">Continuations</th><td>{}</td></tr></table>",
+            percent(summary.validation_accuracy),
+            summary.macro_f1,
+            summary.images_train,
+            summary.images_validation,
+            summary.images_skipped,
+            summary.best_epoch,
+            summary.epochs_run,
+            result.continuations
+        ));
+    }
+    if let Some(metrics) = metrics {
+        text.push_str("\nPer label (precision / recall / F1 / support):\n");
+        html.push_str("<h3>Per label</h3><table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\"><tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>");
+        for class in &metrics.evaluation.per_class {
+            text.push_str(&format!(
+                "  {}: {:.3} / {:.3} / {:.3} / {}\n",
+                class.label, class.precision, class.recall, class.f1, class.support
+            ));
+            html.push_str(&format!(
+                "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",
+                escape_html(&class.label),
+                class.precision,
+                class.recall,
+                class.f1,
+                class.support
+            ));
+        }
+        html.push_str("</table>");
+        html.push_str("<h3>Training curve and confusion matrix</h3><p><img src=\"cid:chart\" alt=\"training curve (left: training loss in blue, validation loss in orange, validation accuracy in green) and confusion matrix (right: rows are true labels, columns predictions, darker is more)\"></p>");
+        if !metrics.skipped.is_empty() {
+            text.push_str(&format!("\nSkipped images ({}):\n", metrics.skipped.len()));
+            html.push_str(&format!(
+                "<h3>Skipped images ({})</h3><ul>",
+                metrics.skipped.len()
+            ));
+            for skipped in metrics.skipped.iter().take(50) {
+                text.push_str(&format!("  {}: {}\n", skipped.key, skipped.reason));
+                html.push_str(&format!(
+                    "<li><code>{}</code>: {}</li>",
+                    escape_html(&skipped.key),
+                    escape_html(&skipped.reason)
+                ));
+            }
+            html.push_str("</ul>");
+        }
+    }
+    if let Some(model) = &result.model {
+        text.push_str(&format!(
+            "\nModel files: {}{{{}}}\n",
+            model.prefix,
+            model.files.join(",")
+        ));
+        html.push_str(&format!(
+            "<p>Model files: <code>{}</code></p>",
+            escape_html(&format!("{}{{{}}}", model.prefix, model.files.join(",")))
+        ));
+    }
+    html.push_str("</body></html>");
+    Report {
+        subject,
+        text,
+        html,
+        chart_png: metrics.map(crate::chart::render_png),
+    }
+}
+
+fn status_word(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Succeeded => "succeeded",
+        JobStatus::Failed => "failed",
+    }
+}
+
+/// The RFC 5322 message for `report`, from `sender` to `recipients`.
+pub fn build_message(report: &Report, sender: &str, recipients: &[String]) -> Result<Vec<u8>> {
+    let from: Mailbox = sender
+        .parse()
+        .map_err(|e| PipelineError::Email(format!("sender {sender:?} is not an address: {e}")))?;
+    let mut to = Mailboxes::new();
+    for recipient in recipients {
+        let mailbox: Mailbox = recipient.parse().map_err(|e| {
+            PipelineError::Email(format!("recipient {recipient:?} is not an address: {e}"))
+        })?;
+        to.push(mailbox);
+    }
+    let mut html = MultiPart::related().singlepart(SinglePart::html(report.html.clone()));
+    if let Some(png) = &report.chart_png {
+        let content_type =
+            ContentType::parse("image/png").map_err(|e| PipelineError::Email(e.to_string()))?;
+        html = html
+            .singlepart(Attachment::new_inline("chart".to_owned()).body(png.clone(), content_type));
+    }
+    let body = MultiPart::alternative()
+        .singlepart(SinglePart::plain(report.text.clone()))
+        .multipart(html);
+    let mut builder = lettre::Message::builder()
+        .from(from)
+        .subject(report.subject.clone());
+    for mailbox in to {
+        builder = builder.to(mailbox);
+    }
+    let message = builder
+        .multipart(body)
+        .map_err(|e| PipelineError::Email(e.to_string()))?;
+    Ok(message.formatted())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{ErrorInfo, TrainingSummary};
+
+    fn result(job_id: &str, dataset: &str, message: &str) -> JobResult {
+        JobResult {
+            job_id: job_id.to_owned(),
+            status: JobStatus::Failed,
+            dataset: Some(dataset.to_owned()),
+            notify: vec!["owner@example.com".to_owned()],
+            error: Some(ErrorInfo {
+                kind: "invalid_spec".to_owned(),
+                message: message.to_owned(),
+            }),
+            model: None,
+            summary: Some(TrainingSummary {
+                labels: vec![],
+                validation_accuracy: 0.5,
+                macro_f1: 0.5,
+                images_train: 1,
+                images_validation: 1,
+                images_skipped: 0,
+                best_epoch: 1,
+                epochs_run: 1,
+                duration_ms: 1.0,
+            }),
+            continuations: 0,
+            finished_at: "2026-11-29T00:00:00Z".to_owned(),
+        }
+    }
+
+    #[test]
+    fn user_text_is_escaped_in_html() {
+        let report = render(
+            &result(
+                "job<1>",
+                "<script>alert(1)</script>",
+                "label \"<img src=x onerror=alert(1)>\"",
+            ),
+            None,
+        );
+        assert!(!report.html.contains("<script>"), "{}", report.html);
+        assert!(!report.html.contains("<img src=x"), "{}", report.html);
+        assert!(report.html.contains("&lt;script&gt;"));
+        assert!(
+            report.text.contains("<script>"),
+            "plain text stays as written"
+        );
+    }
+
+    #[test]
+    fn headers_cannot_be_injected() {
+        let report = render(&result("a\r\nBcc: victim@example.com", "d", "m"), None);
+        assert!(!report.subject.contains('\n') && !report.subject.contains('\r'));
+        let raw = String::from_utf8(
+            build_message(
+                &report,
+                "sender@example.com",
+                &["owner@example.com".to_owned()],
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let headers = raw.split("\r\n\r\n").next().unwrap();
+        assert!(!headers.lines().any(|l| l.starts_with("Bcc:")), "{headers}");
+        assert!(
+            build_message(
+                &report,
+                "sender@example.com",
+                &["x@y.z\r\nBcc: v@e.com".to_owned()]
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! Job specs (`jobs/<id>.json`) and result documents (`results/<id>.json`).
+
+use serde::{Deserialize, Serialize};
+use vision::TrainConfig;
+
+use crate::error::PipelineError;
+use crate::layout::validate_id;
+
+/// Most recipients one job may notify.
+pub const MAX_RECIPIENTS: usize = 10;
+/// Largest job spec accepted, in bytes.
+pub const MAX_SPEC_BYTES: usize = 16 * 1024;
+
+/// A training job as the user writes it. Only `dataset` is required.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Folder under `datasets/` holding `<label>/<image>` objects.
+    pub dataset: String,
+    /// Who gets the report (at most 10); empty means the stack's default recipients.
+    #[serde(default)]
+    pub notify: Vec<String>,
+    #[serde(default = "defaults::epochs")]
+    pub epochs: usize,
+    #[serde(default = "defaults::learning_rate")]
+    pub learning_rate: f32,
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "defaults::weight_decay")]
+    pub weight_decay: f32,
+    #[serde(default = "defaults::validation_split")]
+    pub validation_split: f32,
+    #[serde(default = "defaults::seed")]
+    pub seed: u64,
+    #[serde(default = "defaults::patience")]
+    pub patience: usize,
+    /// Side of the square the backbone sees: a multiple of 32 from 96 to 512.
+    #[serde(default = "defaults::input_size")]
+    pub input_size: u32,
+    #[serde(default = "defaults::min_images_per_class")]
+    pub min_images_per_class: usize,
+}
+
+mod defaults {
+    use vision::TrainConfig;
+    pub fn epochs() -> usize {
+        TrainConfig::default().epochs
+    }
+    pub fn learning_rate() -> f32 {
+        TrainConfig::default().learning_rate
+    }
+    pub fn batch_size() -> usize {
+        TrainConfig::default().batch_size
+    }
+    pub fn weight_decay() -> f32 {
+        TrainConfig::default().weight_decay
+    }
+    pub fn validation_split() -> f32 {
+        TrainConfig::default().validation_split
+    }
+    pub fn seed() -> u64 {
+        TrainConfig::default().seed
+    }
+    pub fn patience() -> usize {
+        TrainConfig::default().patience
+    }
+    pub fn input_size() -> u32 {
+        vision::DEFAULT_INPUT_SIZE
+    }
+    pub fn min_images_per_class() -> usize {
+        TrainConfig::default().min_images_per_class
+    }
+}
+
+impl JobSpec {
+    /// Parses and validates a spec; the error names the offending field.
+    pub fn parse(bytes: &[u8]) -> Result<JobSpec, PipelineError> {
+        if bytes.len() > MAX_SPEC_BYTES {
+            return Err(PipelineError::InvalidSpec {
+                field: None,
+                reason: format!(
+                    "the spec is {} bytes, more than the {MAX_SPEC_BYTES} allowed",
+                    bytes.len()
+                ),
+            });
+        }
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let spec: JobSpec = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let reason = e.inner().to_string();
+            let field = if path == "." {
+                field_of(&reason)
+            } else {
+                Some(path)
+            };
+            PipelineError::InvalidSpec { field, reason }
+        })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn validate(&self) -> Result<(), PipelineError> {
+        let invalid = |field: &str, reason: String| PipelineError::InvalidSpec {
+            field: Some(field.to_owned()),
+            reason,
+        };
+        validate_id("dataset name", &self.dataset)
+            .map_err(|e| invalid("dataset", e.to_string()))?;
+        if self.notify.len() > MAX_RECIPIENTS {
+            return Err(invalid(
+                "notify",
+                format!(
+                    "{} recipients, at most {MAX_RECIPIENTS} allowed",
+                    self.notify.len()
+                ),
+            ));
+        }
+        for address in &self.notify {
+            if !is_plausible_address(address) {
+                return Err(invalid(
+                    "notify",
+                    format!("{:?} is not an email address", truncate(address)),
+                ));
+            }
+        }
+        if !(96..=512).contains(&self.input_size) || !self.input_size.is_multiple_of(32) {
+            return Err(invalid(
+                "input_size",
+                format!("{} is not a multiple of 32 from 96 to 512", self.input_size),
+            ));
+        }
+        self.train_config().validate().map_err(|e| match e {
+            vision::VisionError::InvalidConfig { field, reason } => invalid(field, reason),
+            other => invalid("spec", other.to_string()),
+        })
+    }
+
+    pub fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            learning_rate: self.learning_rate,
+            batch_size: self.batch_size,
+            weight_decay: self.weight_decay,
+            validation_split: self.validation_split,
+            seed: self.seed,
+            patience: self.patience,
+            min_images_per_class: self.min_images_per_class,
+        }
+    }
+}
+
+/// `local@domain` with no whitespace, no control characters and nothing that could break out
+/// of an email header (`,`, `;`, `<`, `>`, quotes).
+pub fn is_plausible_address(address: &str) -> bool {
+    let Some((local, domain)) = address.split_once('@') else {
+        return false;
+    };
+    address.len() <= 254
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && address.chars().all(|c| {
+            c.is_ascii_graphic()
+                && !matches!(
+                    c,
+                    ',' | ';' | '<' | '>' | '"' | '\'' | '(' | ')' | '[' | ']' | '\\'
+                )
+        })
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(80).collect()
+}
+
+/// serde_json names unknown fields and bad values in its message: "unknown field `x`" or
+/// "invalid type: … at line 1 column 20"; pull the field out where it can be found.
+fn field_of(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let end = start + message[start..].find('`')?;
+    Some(message[start..end].to_owned())
+}
+
+/// The outcome of a job, written to `results/<job-id>.json`; its creation triggers the email.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub job_id: String,
+    pub status: JobStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// Recipients, copied from the spec so the notifier never reads user objects.
+    #[serde(default)]
+    pub notify: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<TrainingSummary>,
+    /// How many times the trainer handed the job on to a fresh invocation.
+    #[serde(default)]
+    pub continuations: u32,
+    pub finished_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// `models/<job-id>/` in the results bucket.
+    pub prefix: String,
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSummary {
+    pub labels: Vec<String>,
+    pub validation_accuracy: f64,
+    pub macro_f1: f64,
+    pub images_train: usize,
+    pub images_validation: usize,
+    pub images_skipped: usize,
+    pub best_epoch: usize,
+    pub epochs_run: usize,
+    pub duration_ms: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dataset_is_required() {
+        let spec = JobSpec::parse(br#"{"dataset":"flowers"}"#).unwrap();
+        assert_eq!(spec.train_config(), TrainConfig::default());
+        assert_eq!(spec.input_size, 224);
+        assert!(spec.notify.is_empty());
+    }
+
+    #[test]
+    fn the_design_example_parses() {
+        let spec = JobSpec::parse(
+            br#"{ "dataset": "flowers", "notify": ["owner@example.com"],
+                  "epochs": 30, "learning_rate": 0.01, "batch_size": 64, "weight_decay": 0.0001,
+                  "validation_split": 0.2, "seed": 42, "input_size": 224, "min_images_per_class": 5 }"#,
+        )
+        .unwrap();
+        assert_eq!(spec.notify, ["owner@example.com"]);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: [(&[u8], &str); 9] = [
+            (br#"{"dataset":"f","epoch":3}"#, "epoch"),
+            (br#"{"dataset":"f","epochs":0}"#, "epochs"),
+            (br#"{"dataset":"f","epochs":"ten"}"#, "epochs"),
+            (br#"{"dataset":"f","learning_rate":5}"#, "learning_rate"),
+            (br#"{"dataset":"f","input_size":225}"#, "input_size"),
+            (br#"{"dataset":"../etc"}"#, "dataset"),
+            (
+                br#"{"dataset":"f","notify":["a@b.c\r\nBcc: x@y.z"]}"#,
+                "notify",
+            ),
+            (
+                br#"{"dataset":"f","validation_split":0.9}"#,
+                "validation_split",
+            ),
+            (br#"{"notify":[]}"#, "dataset"),
+        ];
+        for (bytes, field) in cases {
+            match JobSpec::parse(bytes) {
+                Err(PipelineError::InvalidSpec { field: Some(f), .. }) => {
+                    assert_eq!(f, field, "{}", String::from_utf8_lossy(bytes))
+                }
+                other => panic!("{}: {other:?}", String::from_utf8_lossy(bytes)),
+            }
+        }
+        let many: Vec<String> = (0..11).map(|i| format!("u{i}@example.com")).collect();
+        let spec = serde_json::json!({"dataset": "f", "notify": many}).to_string();
+        assert!(JobSpec::parse(spec.as_bytes()).is_err());
+        assert!(matches!(
+            JobSpec::parse(b"not json"),
+            Err(PipelineError::InvalidSpec { field: None, .. })
+        ));
+    }
+}

@@ -1,0 +1,58 @@
+//! Starting (and continuing) training jobs. In Lambda this is an asynchronous `Invoke` of the
+//! trainer; the demo runs the trainer in-process instead — a real second implementation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{PipelineError, Result};
+
+/// The trainer's input event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainerEvent {
+    pub job_id: String,
+    /// 0 for the first invocation, then 1, 2, … for each hand-over past the time limit.
+    #[serde(default)]
+    pub continuation: u32,
+}
+
+#[async_trait::async_trait]
+pub trait TrainerLauncher: Send + Sync {
+    /// Starts the trainer for `job_id` without waiting for it.
+    async fn start(&self, job_id: &str, continuation: u32) -> Result<()>;
+}
+
+/// Invokes the trainer function asynchronously (`InvocationType::Event`).
+pub struct LambdaLauncher {
+    client: aws_sdk_lambda::Client,
+    function: String,
+}
+
+impl LambdaLauncher {
+    pub fn new(config: &aws_config::SdkConfig, function: String) -> Self {
+        LambdaLauncher {
+            client: aws_sdk_lambda::Client::new(config),
+            function,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl TrainerLauncher for LambdaLauncher {
+    async fn start(&self, job_id: &str, continuation: u32) -> Result<()> {
+        let payload = serde_json::to_vec(&TrainerEvent {
+            job_id: job_id.to_owned(),
+            continuation,
+        })
+        .unwrap_or_default();
+        self.client
+            .invoke()
+            .function_name(&self.function)
+            .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+            .payload(aws_sdk_lambda::primitives::Blob::new(payload))
+            .send()
+            .await
+            .map_err(|e| {
+                PipelineError::Invoke(aws_sdk_lambda::error::DisplayErrorContext(&e).to_string())
+            })?;
+        Ok(())
+    }
+}

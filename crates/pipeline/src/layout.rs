@@ -1,0 +1,226 @@
+//! The S3 key layout, in one place: every key any function reads or writes is built or parsed
+//! here, so the template's event filters and the code cannot drift apart unnoticed.
+
+use crate::error::PipelineError;
+
+/// Prefix of images to classify in the input bucket.
+pub const IMAGES_PREFIX: &str = "images/";
+/// Prefix of labelled datasets in the input bucket: `datasets/<dataset>/<label>/<file>`.
+pub const DATASETS_PREFIX: &str = "datasets/";
+/// Prefix of job specs in the input bucket: `jobs/<job-id>.json`.
+pub const JOBS_PREFIX: &str = "jobs/";
+/// Prefix of prediction documents in the results bucket.
+pub const PREDICTIONS_PREFIX: &str = "predictions/";
+pub const MODELS_PREFIX: &str = "models/";
+pub const CACHE_PREFIX: &str = "cache/";
+pub const CHECKPOINTS_PREFIX: &str = "checkpoints/";
+/// Prefix of job outcomes in the results bucket; creating one triggers the notifier.
+pub const RESULTS_PREFIX: &str = "results/";
+pub const NOTIFICATIONS_PREFIX: &str = "notifications/";
+pub const JSON_SUFFIX: &str = ".json";
+
+/// What an object key in the input bucket asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputKey {
+    /// `images/<path>`: classify it; `path` is what follows `images/`.
+    Image { path: String },
+    /// `jobs/<job-id>.json`: start a training job.
+    JobSpec { job_id: String },
+    /// Anything else (datasets, stray files): nothing to do.
+    Other,
+}
+
+impl InputKey {
+    /// Classifies a (URL-decoded) key; a job spec with an unsafe id is an error, so it can be
+    /// reported rather than silently ignored.
+    pub fn parse(key: &str) -> Result<InputKey, PipelineError> {
+        if let Some(path) = key.strip_prefix(IMAGES_PREFIX) {
+            if path.is_empty() || path.ends_with('/') {
+                return Ok(InputKey::Other);
+            }
+            return Ok(InputKey::Image {
+                path: path.to_owned(),
+            });
+        }
+        if let Some(name) = key.strip_prefix(JOBS_PREFIX)
+            && let Some(stem) = name.strip_suffix(JSON_SUFFIX)
+        {
+            validate_id("job id", stem)?;
+            return Ok(InputKey::JobSpec {
+                job_id: stem.to_owned(),
+            });
+        }
+        Ok(InputKey::Other)
+    }
+}
+
+/// The job id of a `results/<job-id>.json` key in the results bucket.
+pub fn parse_result_key(key: &str) -> Result<Option<String>, PipelineError> {
+    match key
+        .strip_prefix(RESULTS_PREFIX)
+        .and_then(|n| n.strip_suffix(JSON_SUFFIX))
+    {
+        Some(stem) => {
+            validate_id("job id", stem)?;
+            Ok(Some(stem.to_owned()))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Job ids and dataset names become key segments and email text: letters, digits, `-`, `_`
+/// and `.`, 1–128 characters, not starting with `.` — so no `..`, no `/`, no control characters.
+pub fn validate_id(what: &'static str, value: &str) -> Result<(), PipelineError> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && !value.starts_with('.')
+        && !value.contains("..")
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(PipelineError::UnsafeName {
+            what,
+            value: value.chars().take(200).collect(),
+        })
+    }
+}
+
+pub fn job_spec_key(job_id: &str) -> String {
+    format!("{JOBS_PREFIX}{job_id}{JSON_SUFFIX}")
+}
+
+pub fn dataset_prefix(dataset: &str) -> String {
+    format!("{DATASETS_PREFIX}{dataset}/")
+}
+
+/// Splits `datasets/<dataset>/<label>/<file>` into `(label, file)`; other depths are not images
+/// of the dataset.
+pub fn dataset_label<'k>(dataset: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
+    let rest = key
+        .strip_prefix(DATASETS_PREFIX)?
+        .strip_prefix(dataset)?
+        .strip_prefix('/')?;
+    let (label, file) = rest.split_once('/')?;
+    (!label.is_empty() && !file.is_empty() && !file.contains('/') && !file.starts_with('.'))
+        .then_some((label, file))
+}
+
+pub fn prediction_key(image_path: &str) -> String {
+    format!("{PREDICTIONS_PREFIX}{image_path}{JSON_SUFFIX}")
+}
+
+pub fn model_prefix(job_id: &str) -> String {
+    format!("{MODELS_PREFIX}{job_id}/")
+}
+
+pub fn model_file_key(job_id: &str, file: &str) -> String {
+    format!("{MODELS_PREFIX}{job_id}/{file}")
+}
+
+/// Points classification at the model it should use now.
+pub const CURRENT_MODEL_KEY: &str = "models/current.json";
+
+/// Where the cached features of one dataset live for one backbone and input size (features
+/// differ with either).
+pub fn feature_cache_prefix(backbone_sha256: &str, input_size: u32, dataset: &str) -> String {
+    format!("{CACHE_PREFIX}{backbone_sha256}/{input_size}/{dataset}/")
+}
+
+/// Cached features of one dataset object, keyed by the object's ETag, so a re-run (or a
+/// continuation) skips extraction and a changed object is extracted again.
+pub fn feature_cache_key(
+    backbone_sha256: &str,
+    input_size: u32,
+    dataset: &str,
+    etag: &str,
+) -> String {
+    let etag: String = etag
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    format!(
+        "{}{etag}.f32",
+        feature_cache_prefix(backbone_sha256, input_size, dataset)
+    )
+}
+
+pub fn checkpoint_key(job_id: &str) -> String {
+    format!("{CHECKPOINTS_PREFIX}{job_id}/progress.json")
+}
+
+pub fn result_key(job_id: &str) -> String {
+    format!("{RESULTS_PREFIX}{job_id}{JSON_SUFFIX}")
+}
+
+pub fn notification_key(job_id: &str) -> String {
+    format!("{NOTIFICATIONS_PREFIX}{job_id}{JSON_SUFFIX}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_keys_route_by_prefix() {
+        assert_eq!(
+            InputKey::parse("images/a/b c.jpg").unwrap(),
+            InputKey::Image {
+                path: "a/b c.jpg".into()
+            }
+        );
+        assert_eq!(
+            InputKey::parse("jobs/run-1.json").unwrap(),
+            InputKey::JobSpec {
+                job_id: "run-1".into()
+            }
+        );
+        assert_eq!(InputKey::parse("images/").unwrap(), InputKey::Other);
+        assert_eq!(InputKey::parse("jobs/readme.txt").unwrap(), InputKey::Other);
+        assert_eq!(
+            InputKey::parse("datasets/x/cat/1.jpg").unwrap(),
+            InputKey::Other
+        );
+        for bad in [
+            "jobs/../x.json",
+            "jobs/a/b.json",
+            "jobs/.json",
+            "jobs/a\nb.json",
+            "jobs/é.json",
+        ] {
+            assert!(InputKey::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn dataset_keys_give_label_and_file() {
+        assert_eq!(
+            dataset_label("pets", "datasets/pets/cat/1.jpg"),
+            Some(("cat", "1.jpg"))
+        );
+        assert_eq!(dataset_label("pets", "datasets/pets/cat/sub/1.jpg"), None);
+        assert_eq!(dataset_label("pets", "datasets/petshop/cat/1.jpg"), None);
+        assert_eq!(dataset_label("pets", "datasets/pets/readme.txt"), None);
+    }
+
+    #[test]
+    fn written_keys_never_match_the_input_triggers() {
+        for key in [
+            prediction_key("a.jpg"),
+            model_file_key("j", "model.onnx"),
+            CURRENT_MODEL_KEY.to_owned(),
+            feature_cache_key("abc", 224, "d", "\"etag-1\""),
+            checkpoint_key("j"),
+            notification_key("j"),
+        ] {
+            assert!(
+                !key.starts_with(IMAGES_PREFIX)
+                    && !key.starts_with(JOBS_PREFIX)
+                    && !key.starts_with(RESULTS_PREFIX),
+                "{key}"
+            );
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! S3 access over `aws-sdk-s3`: the handful of operations the pipeline needs, with errors mapped
+//! to [`PipelineError`] (missing keys and lost conditional-write races become values, not
+//! failures) and the SDK's standard retries with backoff.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use futures::stream::{self, Stream, StreamExt};
+
+use crate::error::{PipelineError, Result};
+
+/// An object's bytes and its ETag (quotes included, as S3 returns it).
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub bytes: Vec<u8>,
+    pub etag: Option<String>,
+}
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+}
+
+/// The S3 client the pipeline uses; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+}
+
+/// Loads the AWS configuration from the environment (credentials, region and
+/// `AWS_ENDPOINT_URL*` overrides) with standard retries: up to 5 attempts with jittered backoff.
+pub async fn load_aws_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
+        .load()
+        .await
+}
+
+impl S3Store {
+    /// A store for `config`. Any endpoint override (moto, s3s, MinIO) gets path-style
+    /// addressing, since local servers cannot serve `bucket.host` names.
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        let overridden = config.endpoint_url().is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL").is_some();
+        let s3_config = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(overridden)
+            .build();
+        S3Store {
+            client: Client::from_conf(s3_config),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Reads a whole object.
+    pub async fn get(&self, bucket: &str, key: &str) -> Result<Object> {
+        self.get_range(bucket, key, None).await
+    }
+
+    /// Reads an object, or `None` when it does not exist.
+    pub async fn get_if_exists(&self, bucket: &str, key: &str) -> Result<Option<Object>> {
+        match self.get(bucket, key).await {
+            Ok(object) => Ok(Some(object)),
+            Err(PipelineError::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Reads `range` (an HTTP range such as `bytes=0-1023`) or the whole object.
+    pub async fn get_range(&self, bucket: &str, key: &str, range: Option<&str>) -> Result<Object> {
+        let output = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .set_range(range.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| s3_error("GetObject", bucket, key, e))?;
+        let etag = output.e_tag().map(str::to_owned);
+        let bytes = output.body.collect().await.map_err(|e| PipelineError::S3 {
+            operation: "GetObject",
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            message: format!("reading the body failed: {e}"),
+        })?;
+        Ok(Object {
+            bytes: bytes.into_bytes().to_vec(),
+            etag,
+        })
+    }
+
+    /// Writes an object unconditionally; returns its ETag.
+    pub async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<Option<String>> {
+        self.put_conditionally(bucket, key, bytes, content_type, Condition::None)
+            .await
+    }
+
+    /// Writes only if the key does not exist yet (`If-None-Match: *`); `Ok(false)` when it did.
+    pub async fn put_if_absent(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<bool> {
+        match self
+            .put_conditionally(bucket, key, bytes, content_type, Condition::Absent)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(PipelineError::AlreadyExists { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Replaces the object only if it still has `etag` (`If-Match`); `Ok(false)` when it changed.
+    pub async fn put_if_match(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        etag: &str,
+    ) -> Result<bool> {
+        match self
+            .put_conditionally(bucket, key, bytes, content_type, Condition::Matches(etag))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(PipelineError::AlreadyExists { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn put_conditionally(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        condition: Condition<'_>,
+    ) -> Result<Option<String>> {
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(bytes));
+        request = match condition {
+            Condition::None => request,
+            Condition::Absent => request.if_none_match("*"),
+            Condition::Matches(etag) => request.if_match(etag),
+        };
+        let output = request
+            .send()
+            .await
+            .map_err(|e| s3_error("PutObject", bucket, key, e))?;
+        Ok(output.e_tag().map(str::to_owned))
+    }
+
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error("DeleteObject", bucket, key, e))?;
+        Ok(())
+    }
+
+    /// Every object under `prefix`, following continuation tokens, sorted by key.
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut objects = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| s3_error("ListObjectsV2", bucket, prefix, e))?;
+            for object in page.contents() {
+                if let Some(key) = object.key() {
+                    objects.push(ListedObject {
+                        key: key.to_owned(),
+                        size: object.size().map_or(0, |s| s.max(0) as u64),
+                        etag: object.e_tag().unwrap_or_default().to_owned(),
+                    });
+                }
+            }
+        }
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
+    /// Fetches `keys` with at most `concurrency` requests in flight, yielding in key order.
+    pub fn get_many<'a>(
+        &'a self,
+        bucket: &'a str,
+        keys: Vec<String>,
+        concurrency: usize,
+    ) -> impl Stream<Item = (String, Result<Object>)> + 'a {
+        stream::iter(keys)
+            .map(move |key| async move {
+                let result = self.get(bucket, &key).await;
+                (key, result)
+            })
+            .buffered(concurrency.max(1))
+    }
+}
+
+enum Condition<'a> {
+    None,
+    Absent,
+    Matches(&'a str),
+}
+
+fn s3_error<E>(
+    operation: &'static str,
+    bucket: &str,
+    key: &str,
+    error: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> PipelineError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let status = error.raw_response().map(|r| r.status().as_u16());
+    match status {
+        Some(404) => PipelineError::NotFound {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        },
+        // 412 PreconditionFailed; 409 ConditionalRequestConflict (a concurrent conditional write).
+        Some(412) | Some(409) => PipelineError::AlreadyExists {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        },
+        _ => PipelineError::S3 {
+            operation,
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            message: DisplayErrorContext(&error).to_string(),
+        },
+    }
+}

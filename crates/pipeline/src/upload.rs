@@ -1,0 +1,363 @@
+//! The upload-trigger function: `images/**` → a prediction; `jobs/<id>.json` → a training job.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+use vision::{Backbone, Classifier, DecodeLimits, HeadDocument, Prediction};
+
+use crate::config::Config;
+use crate::error::{PipelineError, Result};
+use crate::event::{CreatedObject, S3Event};
+use crate::job::{ErrorInfo, JobResult, JobSpec, JobStatus};
+use crate::launcher::TrainerLauncher;
+use crate::layout::{self, InputKey};
+use crate::store::S3Store;
+
+/// How many classes a prediction lists.
+pub const TOP_K: usize = 5;
+
+/// What `models/current.json` says: which trained model classification uses now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurrentModel {
+    pub model_id: String,
+    /// Key of the model's `head.json` in the results bucket.
+    pub head_key: String,
+    pub updated_at: String,
+}
+
+/// `predictions/<path>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictionDocument {
+    /// `images/<path>` in the input bucket.
+    pub source_key: String,
+    /// The ETag of the image version this prediction is for.
+    pub source_etag: Option<String>,
+    /// `imagenet` or the job id of the trained model.
+    pub model_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<Prediction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings_ms: Option<vision::Timings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+}
+
+/// Per-container state: clients, the backbone (loaded once) and the current classifier, cached
+/// until `models/current.json` changes.
+pub struct UploadTrigger {
+    config: Config,
+    store: S3Store,
+    launcher: Arc<dyn TrainerLauncher>,
+    backbone: Arc<Backbone>,
+    limits: DecodeLimits,
+    current: Mutex<Option<(Option<String>, String, Classifier)>>,
+}
+
+/// What happened to one record, for logs, metrics and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordOutcome {
+    Predicted { key: String, model_id: String },
+    ImageRejected { key: String, kind: String },
+    AlreadyPredicted { key: String },
+    JobStarted { job_id: String },
+    JobRejected { job_id: String },
+    JobAlreadyFinished { job_id: String },
+    Ignored { key: String },
+}
+
+impl UploadTrigger {
+    pub fn new(
+        config: Config,
+        store: S3Store,
+        launcher: Arc<dyn TrainerLauncher>,
+        backbone: Arc<Backbone>,
+    ) -> Self {
+        UploadTrigger {
+            config,
+            store,
+            launcher,
+            backbone,
+            limits: DecodeLimits::default(),
+            current: Mutex::new(None),
+        }
+    }
+
+    /// Handles every record independently: a bad image or spec is recorded in S3 and does not
+    /// fail its neighbours; a transient AWS error fails the event so Lambda retries it (the
+    /// records already done are idempotent).
+    pub async fn handle(&self, event: &S3Event) -> Result<Vec<RecordOutcome>> {
+        let mut outcomes = Vec::new();
+        let mut transient = None;
+        for object in event.created_objects() {
+            let result = match object {
+                Ok(object) => self.handle_object(&object).await,
+                Err(reason) => {
+                    warn!(%reason, "skipping a record whose key cannot be decoded");
+                    continue;
+                }
+            };
+            match result {
+                Ok(outcome) => {
+                    info!(?outcome, "record handled");
+                    outcomes.push(outcome);
+                }
+                Err(error) => {
+                    warn!(%error, "record failed; the event will be retried");
+                    transient = Some(error);
+                }
+            }
+        }
+        match transient {
+            Some(error) => Err(error),
+            None => Ok(outcomes),
+        }
+    }
+
+    async fn handle_object(&self, object: &CreatedObject) -> Result<RecordOutcome> {
+        if object.bucket != self.config.input_bucket {
+            return Ok(RecordOutcome::Ignored {
+                key: object.key.clone(),
+            });
+        }
+        match InputKey::parse(&object.key) {
+            Ok(InputKey::Image { path }) => self.classify(object, &path).await,
+            Ok(InputKey::JobSpec { job_id }) => self.start_job(object, &job_id).await,
+            Ok(InputKey::Other) => Ok(RecordOutcome::Ignored {
+                key: object.key.clone(),
+            }),
+            Err(error) => {
+                warn!(key = %object.key, %error, "job spec with an unsafe name ignored");
+                Ok(RecordOutcome::Ignored {
+                    key: object.key.clone(),
+                })
+            }
+        }
+    }
+
+    async fn classify(&self, object: &CreatedObject, path: &str) -> Result<RecordOutcome> {
+        let prediction_key = layout::prediction_key(path);
+        let bucket = &self.config.results_bucket;
+        let existing = self.store.get_if_exists(bucket, &prediction_key).await?;
+        if let Some(existing) = &existing
+            && let Ok(document) = serde_json::from_slice::<PredictionDocument>(&existing.bytes)
+            && document.source_etag.is_some()
+            && document.source_etag == object.etag
+        {
+            return Ok(RecordOutcome::AlreadyPredicted {
+                key: object.key.clone(),
+            });
+        }
+
+        let (model_id, classifier) = self.current_classifier().await?;
+        let mut document = PredictionDocument {
+            source_key: object.key.clone(),
+            source_etag: object.etag.clone(),
+            model_id: model_id.clone(),
+            top: Vec::new(),
+            width: None,
+            height: None,
+            timings_ms: None,
+            error: None,
+        };
+        // Refuse oversized objects from the event alone, without downloading them.
+        let too_big = object.size.map(|size| self.limits.check_encoded_len(size));
+        let result = match too_big {
+            Some(Err(error)) => Err(error),
+            _ => {
+                let image = self
+                    .store
+                    .get(&self.config.input_bucket, &object.key)
+                    .await?;
+                if document.source_etag.is_none() {
+                    document.source_etag = image.etag.clone();
+                }
+                let limits = self.limits.clone();
+                tokio::task::spawn_blocking(move || {
+                    classifier.classify(&image.bytes, &limits, TOP_K)
+                })
+                .await
+                .map_err(|e| PipelineError::Vision(vision::VisionError::Inference(e.to_string())))?
+            }
+        };
+        let outcome = match result {
+            Ok(classification) => {
+                document.top = classification.top;
+                document.width = Some(classification.width);
+                document.height = Some(classification.height);
+                document.timings_ms = Some(classification.timings);
+                RecordOutcome::Predicted {
+                    key: object.key.clone(),
+                    model_id,
+                }
+            }
+            Err(error) if error.is_bad_image() => {
+                document.error = Some(ErrorInfo {
+                    kind: error.kind().to_owned(),
+                    message: error.to_string(),
+                });
+                RecordOutcome::ImageRejected {
+                    key: object.key.clone(),
+                    kind: error.kind().to_owned(),
+                }
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let bytes = serde_json::to_vec_pretty(&document).unwrap_or_default();
+        // One write per object version: a concurrent duplicate loses the conditional write.
+        let written = match existing.and_then(|e| e.etag) {
+            Some(etag) => {
+                self.store
+                    .put_if_match(bucket, &prediction_key, bytes, "application/json", &etag)
+                    .await?
+            }
+            None => {
+                self.store
+                    .put_if_absent(bucket, &prediction_key, bytes, "application/json")
+                    .await?
+            }
+        };
+        Ok(if written {
+            outcome
+        } else {
+            RecordOutcome::AlreadyPredicted {
+                key: object.key.clone(),
+            }
+        })
+    }
+
+    /// The classifier `models/current.json` names, reloaded only when that object changes.
+    async fn current_classifier(&self) -> Result<(String, Classifier)> {
+        let bucket = &self.config.results_bucket;
+        let current = self
+            .store
+            .get_if_exists(bucket, layout::CURRENT_MODEL_KEY)
+            .await?;
+        let etag = current.as_ref().and_then(|c| c.etag.clone());
+        let mut cache = self.current.lock().await;
+        if let Some((cached_etag, model_id, classifier)) = cache.as_ref()
+            && *cached_etag == etag
+        {
+            return Ok((model_id.clone(), classifier.clone()));
+        }
+        let (model_id, classifier) = match current {
+            None => (
+                "imagenet".to_owned(),
+                Classifier::imagenet(Arc::clone(&self.backbone)),
+            ),
+            Some(object) => {
+                let pointer: CurrentModel = parse_json(
+                    "models/current.json",
+                    bucket,
+                    layout::CURRENT_MODEL_KEY,
+                    &object.bytes,
+                )?;
+                let head_object = self.store.get(bucket, &pointer.head_key).await?;
+                let document: HeadDocument =
+                    parse_json("head.json", bucket, &pointer.head_key, &head_object.bytes)?;
+                let head = document.head_for(&self.backbone)?;
+                (
+                    pointer.model_id,
+                    Classifier::with_head(Arc::clone(&self.backbone), head),
+                )
+            }
+        };
+        info!(%model_id, "classification model loaded");
+        *cache = Some((etag, model_id.clone(), classifier.clone()));
+        Ok((model_id, classifier))
+    }
+
+    async fn start_job(&self, object: &CreatedObject, job_id: &str) -> Result<RecordOutcome> {
+        let bucket = &self.config.results_bucket;
+        let result_key = layout::result_key(job_id);
+        if self
+            .store
+            .get_if_exists(bucket, &result_key)
+            .await?
+            .is_some()
+        {
+            return Ok(RecordOutcome::JobAlreadyFinished {
+                job_id: job_id.to_owned(),
+            });
+        }
+        let spec = self
+            .store
+            .get(&self.config.input_bucket, &object.key)
+            .await?;
+        match JobSpec::parse(&spec.bytes) {
+            Ok(_) => {
+                self.launcher.start(job_id, 0).await?;
+                Ok(RecordOutcome::JobStarted {
+                    job_id: job_id.to_owned(),
+                })
+            }
+            Err(error) => {
+                // Tell the owner, if the spec says who that is, why the job never ran.
+                let notify = serde_json::from_slice::<serde_json::Value>(&spec.bytes)
+                    .ok()
+                    .and_then(|v| v.get("notify").cloned())
+                    .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+                    .map(|list| {
+                        list.into_iter()
+                            .filter(|a| crate::job::is_plausible_address(a))
+                            .take(crate::job::MAX_RECIPIENTS)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let result = JobResult::failed(job_id, None, notify, &error, 0);
+                let bytes = serde_json::to_vec_pretty(&result).unwrap_or_default();
+                self.store
+                    .put_if_absent(bucket, &result_key, bytes, "application/json")
+                    .await?;
+                Ok(RecordOutcome::JobRejected {
+                    job_id: job_id.to_owned(),
+                })
+            }
+        }
+    }
+}
+
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    bucket: &str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| PipelineError::BadDocument {
+        what,
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+impl JobResult {
+    /// A failed result explaining `error`.
+    pub fn failed(
+        job_id: &str,
+        dataset: Option<String>,
+        notify: Vec<String>,
+        error: &PipelineError,
+        continuations: u32,
+    ) -> Self {
+        JobResult {
+            job_id: job_id.to_owned(),
+            status: JobStatus::Failed,
+            dataset,
+            notify,
+            error: Some(ErrorInfo {
+                kind: error.kind().to_owned(),
+                message: error.to_string(),
+            }),
+            model: None,
+            summary: None,
+            continuations,
+            finished_at: crate::now_rfc3339(),
+        }
+    }
+}

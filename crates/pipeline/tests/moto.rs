@@ -1,0 +1,599 @@
+//! The real handlers against real local AWS APIs: moto's S3, SQS (for the event notifications
+//! S3 really sends) and SES v2, started on free loopback ports and stopped when the test ends.
+//! `pip install 'moto[server]'` provides `moto_server` (`.ci/run` installs it).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_s3::types::{
+    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
+    QueueConfiguration, S3KeyFilter,
+};
+use pipeline::job::{JobResult, JobStatus};
+use pipeline::notifier::NotifyOutcome;
+use pipeline::trainer::TrainerOutcome;
+use pipeline::upload::{PredictionDocument, RecordOutcome};
+use pipeline::{
+    Config, Notifier, S3Event, S3Store, SesMailer, Trainer, TrainerEvent, TrainerLauncher,
+    TrainerOptions, UploadTrigger,
+};
+
+/// A moto server process, killed on drop (even when a test fails).
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let program = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".to_owned());
+        let child = Command::new(&program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {program} ({e}); install it with: pip install 'moto[server]'")
+            });
+        let moto = Moto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto_server did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        moto
+    }
+
+    fn http(&self, method: &str, path: &str) -> String {
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = TcpStream::connect(address).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: {address}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Messages moto's SES has accepted (simple and raw).
+    fn sent_emails(&self) -> Vec<serde_json::Value> {
+        let data: serde_json::Value =
+            serde_json::from_str(&self.http("GET", "/moto-api/data.json")).unwrap();
+        let mut sent = Vec::new();
+        for kind in ["Message", "RawMessage"] {
+            if let Some(messages) = data["ses"][kind].as_array() {
+                sent.extend(messages.iter().cloned());
+            }
+        }
+        sent
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn aws(url: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "moto",
+        ))
+        .endpoint_url(url)
+        .load()
+        .await
+}
+
+/// Records trainer starts instead of invoking Lambda (which moto cannot run without Docker).
+#[derive(Default)]
+struct RecordingLauncher {
+    started: Mutex<Vec<(String, u32)>>,
+}
+
+#[async_trait::async_trait]
+impl TrainerLauncher for RecordingLauncher {
+    async fn start(&self, job_id: &str, continuation: u32) -> pipeline::Result<()> {
+        self.started
+            .lock()
+            .unwrap()
+            .push((job_id.to_owned(), continuation));
+        Ok(())
+    }
+}
+
+const INPUT: &str = "lv-input";
+const RESULTS: &str = "lv-results";
+const SENDER: &str = "reports@example.com";
+
+struct Stack {
+    /// Kept alive for the duration of the test; dropping it stops the server.
+    _s3_moto: Moto,
+    ses_moto: Moto,
+    store: S3Store,
+    sqs: aws_sdk_sqs::Client,
+    input_queue: String,
+    results_queue: String,
+    launcher: Arc<RecordingLauncher>,
+    trigger: UploadTrigger,
+    trainer: Trainer,
+    notifier: Notifier,
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../vision/tests/data")
+            .join(name),
+    )
+    .unwrap()
+}
+
+async fn stack(options: TrainerOptions) -> Stack {
+    let s3_moto = Moto::start();
+    // SES on its own moto: data.json breaks once a process has seen a multipart upload.
+    let ses_moto = Moto::start();
+    let config = aws(&s3_moto.url).await;
+    let ses_config = aws(&ses_moto.url).await;
+    let store = S3Store::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    for bucket in [INPUT, RESULTS] {
+        store
+            .client()
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+    }
+    // The template's event filters, as S3 notification configuration to SQS queues.
+    let input_queue = queue(&sqs, "input-events").await;
+    let results_queue = queue(&sqs, "results-events").await;
+    let rule = |prefix: &str, suffix: Option<&str>, queue: &str| {
+        let mut rules = vec![
+            FilterRule::builder()
+                .name(FilterRuleName::Prefix)
+                .value(prefix)
+                .build(),
+        ];
+        if let Some(suffix) = suffix {
+            rules.push(
+                FilterRule::builder()
+                    .name(FilterRuleName::Suffix)
+                    .value(suffix)
+                    .build(),
+            );
+        }
+        QueueConfiguration::builder()
+            .queue_arn(format!("arn:aws:sqs:us-east-1:123456789012:{queue}"))
+            .events(Event::S3ObjectCreated)
+            .filter(
+                NotificationConfigurationFilter::builder()
+                    .key(S3KeyFilter::builder().set_filter_rules(Some(rules)).build())
+                    .build(),
+            )
+            .build()
+            .unwrap()
+    };
+    store
+        .client()
+        .put_bucket_notification_configuration()
+        .bucket(INPUT)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(rule("images/", None, "input-events"))
+                .queue_configurations(rule("jobs/", Some(".json"), "input-events"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    store
+        .client()
+        .put_bucket_notification_configuration()
+        .bucket(RESULTS)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(rule("results/", Some(".json"), "results-events"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    aws_sdk_sesv2::Client::new(&ses_config)
+        .create_email_identity()
+        .email_identity(SENDER)
+        .send()
+        .await
+        .unwrap();
+
+    let pipeline_config = Config::from_lookup(|name| match name {
+        "INPUT_BUCKET" => Some(INPUT.to_owned()),
+        "RESULTS_BUCKET" => Some(RESULTS.to_owned()),
+        "SENDER_ADDRESS" => Some(SENDER.to_owned()),
+        "MAX_CONTINUATIONS" => Some("20".to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    let backbone = Arc::new(vision::Backbone::bundled().unwrap());
+    let launcher = Arc::new(RecordingLauncher::default());
+    Stack {
+        trigger: UploadTrigger::new(
+            pipeline_config.clone(),
+            store.clone(),
+            launcher.clone(),
+            backbone.clone(),
+        ),
+        trainer: Trainer::new(
+            pipeline_config.clone(),
+            store.clone(),
+            launcher.clone(),
+            backbone,
+            options,
+        ),
+        notifier: Notifier::new(
+            pipeline_config,
+            store.clone(),
+            Arc::new(SesMailer::new(&ses_config)),
+        ),
+        _s3_moto: s3_moto,
+        ses_moto,
+        store,
+        sqs,
+        input_queue,
+        results_queue,
+        launcher,
+    }
+}
+
+async fn queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    sqs.create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned()
+}
+
+impl Stack {
+    /// The S3 events delivered to `queue` since the last call (moto's `s3:TestEvent` included).
+    async fn events(&self, queue: &str) -> Vec<S3Event> {
+        let mut events = Vec::new();
+        loop {
+            let output = self
+                .sqs
+                .receive_message()
+                .queue_url(queue)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            let messages = output.messages();
+            if messages.is_empty() {
+                return events;
+            }
+            for message in messages {
+                events.push(serde_json::from_str(message.body().unwrap()).unwrap());
+                self.sqs
+                    .delete_message()
+                    .queue_url(queue)
+                    .receipt_handle(message.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    async fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) {
+        self.store
+            .put(bucket, key, bytes, "application/octet-stream")
+            .await
+            .unwrap();
+    }
+
+    async fn upload_dataset(&self, dataset: &str) {
+        let files = [
+            ("cat", "chelsea.jpg"),
+            ("cat", "chelsea_exif6.jpg"),
+            ("cat", "chelsea_cmyk.jpg"),
+            ("cat", "chelsea_palette.png"),
+            ("cat", "chelsea_256.png"),
+            ("coffee", "coffee.jpg"),
+            ("coffee", "coffee_progressive.jpg"),
+            ("coffee", "astronaut.jpg"),
+        ];
+        for (label, name) in files {
+            self.put(
+                INPUT,
+                &format!("datasets/{dataset}/{label}/{name}"),
+                fixture(name),
+            )
+            .await;
+        }
+        self.put(
+            INPUT,
+            &format!("datasets/{dataset}/coffee/broken.jpg"),
+            b"\xff\xd8\xff\xe0 not really".to_vec(),
+        )
+        .await;
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> T {
+        serde_json::from_slice(&self.store.get(RESULTS, key).await.unwrap().bytes).unwrap()
+    }
+
+    async fn run_trainer(&self, job_id: &str, deadline: impl Fn() -> Instant) -> (JobResult, u32) {
+        let mut continuation = 0;
+        for _ in 0..50 {
+            match self
+                .trainer
+                .handle(
+                    &TrainerEvent {
+                        job_id: job_id.to_owned(),
+                        continuation,
+                    },
+                    deadline(),
+                )
+                .await
+                .unwrap()
+            {
+                TrainerOutcome::Finished(result) => return (*result, continuation),
+                TrainerOutcome::Continued {
+                    continuation: next, ..
+                } => continuation = next,
+                TrainerOutcome::AlreadyFinished => panic!("already finished"),
+            }
+        }
+        panic!("no end after 50 invocations");
+    }
+}
+
+fn spec(dataset: &str) -> Vec<u8> {
+    serde_json::json!({
+        "dataset": dataset, "notify": ["owner@example.com"], "min_images_per_class": 2,
+        "validation_split": 0.25, "seed": 3
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_from_upload_to_exactly_one_email() {
+    let stack = stack(TrainerOptions {
+        chunk_size: 4,
+        ..TrainerOptions::default()
+    })
+    .await;
+    stack.upload_dataset("pets").await;
+    stack.put(INPUT, "jobs/pets-1.json", spec("pets")).await;
+
+    // The upload trigger gets what S3 really sent: datasets/ has no trigger, jobs/ does.
+    let events = stack.events(&stack.input_queue).await;
+    let mut outcomes = Vec::new();
+    for event in &events {
+        outcomes.extend(stack.trigger.handle(event).await.unwrap());
+    }
+    assert_eq!(
+        outcomes,
+        [RecordOutcome::JobStarted {
+            job_id: "pets-1".into()
+        }]
+    );
+    assert_eq!(
+        *stack.launcher.started.lock().unwrap(),
+        [("pets-1".to_owned(), 0)]
+    );
+
+    let (result, continuations) = stack
+        .run_trainer("pets-1", || Instant::now() + Duration::from_secs(600))
+        .await;
+    assert_eq!(
+        (result.status, continuations),
+        (JobStatus::Succeeded, 0),
+        "{result:?}"
+    );
+    let summary = result.summary.clone().unwrap();
+    assert_eq!(summary.labels, ["cat", "coffee"]);
+    assert_eq!(summary.images_skipped, 1);
+    assert_eq!(summary.images_train + summary.images_validation, 8);
+    for file in ["model.onnx", "head.json", "metrics.json"] {
+        assert!(
+            stack
+                .store
+                .get_if_exists(RESULTS, &format!("models/pets-1/{file}"))
+                .await
+                .unwrap()
+                .is_some(),
+            "{file}"
+        );
+    }
+    let current: serde_json::Value = stack.json("models/current.json").await;
+    assert_eq!(current["model_id"], "pets-1");
+    let metrics: vision::Metrics = stack.json("models/pets-1/metrics.json").await;
+    assert_eq!(metrics.skipped[0].key, "datasets/pets/coffee/broken.jpg");
+
+    // The result's creation reaches the notifier through S3's own notification.
+    let result_events = stack.events(&stack.results_queue).await;
+    let mut notified = Vec::new();
+    for event in &result_events {
+        notified.extend(stack.notifier.handle(event).await.unwrap());
+    }
+    assert!(
+        matches!(notified.as_slice(), [NotifyOutcome::Sent { job_id, .. }] if job_id == "pets-1"),
+        "{notified:?}"
+    );
+    // A duplicate delivery, and ten concurrent ones, send nothing more.
+    let duplicate = result_events
+        .iter()
+        .find(|e| !e.records.is_empty())
+        .unwrap()
+        .clone();
+    let handles: Vec<_> = (0..10).map(|_| stack.notifier.handle(&duplicate)).collect();
+    for outcome in futures::future::join_all(handles).await {
+        assert!(matches!(
+            outcome.unwrap().as_slice(),
+            [NotifyOutcome::AlreadyHandled { .. }]
+        ));
+    }
+    let emails = stack.ses_moto.sent_emails();
+    assert_eq!(emails.len(), 1, "{emails:?}");
+    let raw = emails[0].to_string();
+    assert!(
+        raw.contains("pets-1") && raw.contains("validation accuracy"),
+        "{raw}"
+    );
+
+    // A duplicate trainer invocation finds the result and does nothing.
+    let again = stack
+        .trainer
+        .handle(
+            &TrainerEvent {
+                job_id: "pets-1".into(),
+                continuation: 0,
+            },
+            Instant::now() + Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, TrainerOutcome::AlreadyFinished);
+
+    // Images are classified with the trained model; a corrupt one gets an error document.
+    stack
+        .put(INPUT, "images/holiday/my cat.jpg", fixture("chelsea.jpg"))
+        .await;
+    stack
+        .put(
+            INPUT,
+            "images/broken.png",
+            fixture("chelsea_256.png")[..300].to_vec(),
+        )
+        .await;
+    for event in stack.events(&stack.input_queue).await {
+        stack.trigger.handle(&event).await.unwrap();
+    }
+    let cat: PredictionDocument = stack.json("predictions/holiday/my cat.jpg.json").await;
+    assert_eq!(
+        (cat.model_id.as_str(), cat.top[0].label.as_str()),
+        ("pets-1", "cat")
+    );
+    assert_eq!((cat.width, cat.height), (Some(451), Some(300)));
+    let broken: PredictionDocument = stack.json("predictions/broken.png.json").await;
+    assert_eq!(broken.error.unwrap().kind, "truncated");
+    assert!(broken.top.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_spec_fails_fast_with_a_result_and_an_email() {
+    let stack = stack(TrainerOptions::default()).await;
+    stack
+        .put(
+            INPUT,
+            "jobs/bad-1.json",
+            br#"{"dataset":"pets","epochs":0,"notify":["owner@example.com"]}"#.to_vec(),
+        )
+        .await;
+    for event in stack.events(&stack.input_queue).await {
+        assert_eq!(
+            stack.trigger.handle(&event).await.unwrap().len(),
+            usize::from(!event.records.is_empty())
+        );
+    }
+    assert!(
+        stack.launcher.started.lock().unwrap().is_empty(),
+        "no trainer for a bad spec"
+    );
+    let result: JobResult = stack.json("results/bad-1.json").await;
+    assert_eq!(result.status, JobStatus::Failed);
+    let error = result.error.unwrap();
+    assert_eq!(error.kind, "invalid_spec");
+    assert!(error.message.contains("`epochs`"), "{}", error.message);
+    for event in stack.events(&stack.results_queue).await {
+        stack.notifier.handle(&event).await.unwrap();
+    }
+    let emails = stack.ses_moto.sent_emails();
+    assert_eq!(emails.len(), 1);
+    assert!(
+        emails[0].to_string().contains("bad-1 failed"),
+        "{}",
+        emails[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuations_forced_by_a_tiny_deadline_give_the_same_model() {
+    let stack = stack(TrainerOptions {
+        chunk_size: 3,
+        ..TrainerOptions::default()
+    })
+    .await;
+    // Same images under two dataset names, so the runs share no cached features.
+    stack.upload_dataset("once").await;
+    stack.upload_dataset("chain").await;
+    stack.put(INPUT, "jobs/once.json", spec("once")).await;
+    stack.put(INPUT, "jobs/chain.json", spec("chain")).await;
+
+    let (once, none) = stack
+        .run_trainer("once", || Instant::now() + Duration::from_secs(600))
+        .await;
+    // A deadline that has always just passed: each invocation does one chunk and hands over.
+    let (chain, continuations) = stack.run_trainer("chain", Instant::now).await;
+    assert_eq!(none, 0);
+    assert_eq!(continuations, 2, "9 images in chunks of 3");
+    assert_eq!(chain.continuations, 2);
+    let started = stack.launcher.started.lock().unwrap().clone();
+    assert_eq!(started, [("chain".to_owned(), 1), ("chain".to_owned(), 2)]);
+
+    let head = |job: &str| {
+        let stack = &stack;
+        let job = job.to_owned();
+        async move {
+            stack
+                .json::<serde_json::Value>(&format!("models/{job}/head.json"))
+                .await
+        }
+    };
+    let (a, b) = (head("once").await, head("chain").await);
+    assert_eq!(
+        a["weights"], b["weights"],
+        "identical features and seed give identical weights"
+    );
+    assert_eq!(
+        once.summary.unwrap().validation_accuracy,
+        chain.summary.unwrap().validation_accuracy
+    );
+    // Checkpoints are cleaned up once the result exists.
+    assert!(
+        stack
+            .store
+            .get_if_exists(RESULTS, "checkpoints/chain/progress.json")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -1,0 +1,26 @@
+//! S3 ObjectCreated on `results/` → one report email through SES v2.
+
+// The handler's future awaits the AWS SDK's deeply nested futures; computing its layout exceeds
+// rustc's default query depth.
+#![recursion_limit = "256"]
+
+use std::sync::Arc;
+
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use pipeline::{Config, Notifier, S3Event, S3Store, SesMailer, load_aws_config};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let aws = load_aws_config().await;
+    let notifier = Notifier::new(config, S3Store::new(&aws), Arc::new(SesMailer::new(&aws)));
+    run(service_fn(|event: LambdaEvent<S3Event>| {
+        let notifier = &notifier;
+        async move {
+            let outcomes = notifier.handle(&event.payload).await?;
+            Ok::<_, Error>(serde_json::json!({ "records": outcomes.len() }))
+        }
+    }))
+    .await
+}
