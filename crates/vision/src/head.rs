@@ -17,7 +17,7 @@ use crate::extract::FeatureSet;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
-    /// Passes over the training split (1–1000, default 30); early stopping may end sooner.
+    /// Passes over the training split (1–1000, default 100); early stopping usually ends sooner.
     pub epochs: usize,
     /// Adam step size (0 < lr ≤ 1, default 0.01).
     pub learning_rate: f32,
@@ -29,7 +29,7 @@ pub struct TrainConfig {
     pub validation_split: f32,
     /// Seed for the split and the shuffling: same data + same seed → identical weights.
     pub seed: u64,
-    /// Epochs without a better validation loss before stopping (1–100, default 5).
+    /// Epochs without a better validation loss before stopping (1–100, default 10).
     pub patience: usize,
     /// Fewest usable images a class may end with (1–10000, default 5).
     pub min_images_per_class: usize,
@@ -38,13 +38,13 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            epochs: 30,
+            epochs: 100,
             learning_rate: 0.01,
             batch_size: 64,
             weight_decay: 1e-4,
             validation_split: 0.2,
             seed: 42,
-            patience: 5,
+            patience: 10,
             min_images_per_class: 5,
         }
     }
