@@ -147,7 +147,7 @@ impl UploadTrigger {
         if let Some(existing) = &existing
             && let Ok(document) = serde_json::from_slice::<PredictionDocument>(&existing.bytes)
             && document.source_etag.is_some()
-            && document.source_etag == object.etag
+            && document.source_etag == object.etag.as_deref().map(unquote)
         {
             return Ok(RecordOutcome::AlreadyPredicted {
                 key: object.key.clone(),
@@ -157,7 +157,7 @@ impl UploadTrigger {
         let (model_id, classifier) = self.current_classifier().await?;
         let mut document = PredictionDocument {
             source_key: object.key.clone(),
-            source_etag: object.etag.clone(),
+            source_etag: object.etag.as_deref().map(unquote),
             model_id: model_id.clone(),
             top: Vec::new(),
             width: None,
@@ -175,7 +175,7 @@ impl UploadTrigger {
                     .get(&self.config.input_bucket, &object.key)
                     .await?;
                 if document.source_etag.is_none() {
-                    document.source_etag = image.etag.clone();
+                    document.source_etag = image.etag.as_deref().map(unquote);
                 }
                 let limits = self.limits.clone();
                 tokio::task::spawn_blocking(move || {
@@ -320,6 +320,11 @@ impl UploadTrigger {
             }
         }
     }
+}
+
+/// ETags arrive quoted from S3 responses and bare in S3 events; store them bare.
+fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_owned()
 }
 
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(

@@ -494,9 +494,35 @@ async fn a_job_runs_from_upload_to_exactly_one_email() {
             fixture("chelsea_256.png")[..300].to_vec(),
         )
         .await;
-    for event in stack.events(&stack.input_queue).await {
-        stack.trigger.handle(&event).await.unwrap();
+    let image_events = stack.events(&stack.input_queue).await;
+    for event in &image_events {
+        stack.trigger.handle(event).await.unwrap();
     }
+    // The same image event again: one prediction write per object version.
+    let cat_event = image_events
+        .iter()
+        .find(|e| e.records.iter().any(|r| r.s3.object.key.contains("cat")))
+        .unwrap();
+    let before = stack
+        .store
+        .get(RESULTS, "predictions/holiday/my cat.jpg.json")
+        .await
+        .unwrap()
+        .etag;
+    let again = stack.trigger.handle(cat_event).await.unwrap();
+    assert!(
+        matches!(again.as_slice(), [RecordOutcome::AlreadyPredicted { .. }]),
+        "{again:?}"
+    );
+    assert_eq!(
+        stack
+            .store
+            .get(RESULTS, "predictions/holiday/my cat.jpg.json")
+            .await
+            .unwrap()
+            .etag,
+        before
+    );
     let cat: PredictionDocument = stack.json("predictions/holiday/my cat.jpg.json").await;
     assert_eq!(
         (cat.model_id.as_str(), cat.top[0].label.as_str()),
