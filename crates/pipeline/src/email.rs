@@ -89,33 +89,36 @@ pub fn render(result: &JobResult, metrics: Option<&Metrics>) -> Report {
         ));
     }
     if let Some(summary) = &result.summary {
+        // One list of figures, written once as text lines and once as table rows.
+        let rows = [
+            ("Validation accuracy", percent(summary.validation_accuracy)),
+            ("Macro-F1", format!("{:.3}", summary.macro_f1)),
+            (
+                "Images",
+                format!(
+                    "{} train, {} validation, {} skipped",
+                    summary.images_train, summary.images_validation, summary.images_skipped
+                ),
+            ),
+            (
+                "Best epoch",
+                format!("{} of {}", summary.best_epoch, summary.epochs_run),
+            ),
+            ("Continuations", result.continuations.to_string()),
+        ];
+        text.push('\n');
+        html.push_str("<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">");
+        for (name, value) in &rows {
+            text.push_str(&format!("{name}: {value}\n"));
+            html.push_str(&format!(
+                "<tr><th align=\"left\">{name}</th><td>{}</td></tr>",
+                escape_html(value)
+            ));
+        }
+        html.push_str("</table>");
         text.push_str(&format!(
-            "\nValidation accuracy: {}\nMacro-F1: {:.3}\nImages: {} train, {} validation, {} skipped\nBest epoch: {} of {}\nContinuations: {}\nDuration: {:.1} s\n",
-            percent(summary.validation_accuracy),
-            summary.macro_f1,
-            summary.images_train,
-            summary.images_validation,
-            summary.images_skipped,
-            summary.best_epoch,
-            summary.epochs_run,
-            result.continuations,
+            "Duration: {:.1} s\n",
             summary.duration_ms / 1000.0
-        ));
-        html.push_str(&format!(
-            "<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">\
-             <tr><th align=\"left\">Validation accuracy</th><td>{}</td></tr>\
-             <tr><th align=\"left\">Macro-F1</th><td>{:.3}</td></tr>\
-             <tr><th align=\"left\">Images</th><td>{} train, {} validation, {} skipped</td></tr>\
-             <tr><th align=\"left\">Best epoch</th><td>{} of {}</td></tr>\
-             <tr><th align=\"left\">Continuations</th><td>{}</td></tr></table>",
-            percent(summary.validation_accuracy),
-            summary.macro_f1,
-            summary.images_train,
-            summary.images_validation,
-            summary.images_skipped,
-            summary.best_epoch,
-            summary.epochs_run,
-            result.continuations
         ));
     }
     if let Some(metrics) = metrics {
