@@ -2,6 +2,7 @@
 
 mod classify;
 mod dataset;
+mod demo;
 mod train;
 
 use std::path::PathBuf;
@@ -38,6 +39,9 @@ enum Command {
         #[arg(value_name = "FILE", required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run the whole pipeline on this machine: a local S3, the three Lambda handlers, a demo
+    /// dataset and photos, a training job, and the report email as an .eml file.
+    Demo(demo::DemoArgs),
     /// Train a classifier head on a folder of labelled images (`DIR/<label>/<image>`).
     Train(train::TrainArgs),
     /// Evaluate a trained model on a labelled folder; prints one JSON object on stdout.
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         Command::Classify { model, top, files } => {
             return classify::run(model.as_deref(), usize::from(top), &files);
         }
+        Command::Demo(args) => demo::run(&args),
         Command::Train(args) => train::train(&args),
         Command::Eval { model, data } => train::eval(&model, &data.data, data.workers),
         Command::Features { data, out } => train::features(&data.data, data.workers, &out),

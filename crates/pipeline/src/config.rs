@@ -17,6 +17,9 @@ pub struct Config {
     pub sender_address: Option<String>,
     /// Who gets reports of jobs without a `notify` list (`DEFAULT_RECIPIENTS`, comma-separated).
     pub default_recipients: Vec<String>,
+    /// Write report emails as `.eml` files into this folder instead of sending them through
+    /// SES (`MAIL_OUTBOX_DIR`; the demo sets it, Lambda leaves it unset).
+    pub mail_outbox_dir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -69,6 +72,7 @@ impl Config {
             max_continuations,
             sender_address: optional("SENDER_ADDRESS"),
             default_recipients,
+            mail_outbox_dir: optional("MAIL_OUTBOX_DIR").map(std::path::PathBuf::from),
         })
     }
 }

@@ -12,6 +12,7 @@ pub mod launcher;
 pub mod layout;
 pub mod mail;
 pub mod notifier;
+pub mod observe;
 pub mod store;
 pub mod trainer;
 pub mod upload;
@@ -20,10 +21,10 @@ pub use config::Config;
 pub use error::{PipelineError, Result};
 pub use event::S3Event;
 pub use launcher::{LambdaLauncher, TrainerEvent, TrainerLauncher};
-pub use mail::{Mailer, OutboxMailer, SesMailer};
+pub use mail::{Mailer, OutboxMailer, SesMailer, mailer_for};
 pub use notifier::Notifier;
-pub use store::{S3Store, load_aws_config};
-pub use trainer::{Trainer, TrainerOptions, TrainerOutcome};
+pub use store::{S3Store, WrittenObject, load_aws_config};
+pub use trainer::{ProgressObserver, Trainer, TrainerOptions, TrainerOutcome, TrainingProgress};
 pub use upload::UploadTrigger;
 
 /// The current UTC time as RFC 3339, for documents.

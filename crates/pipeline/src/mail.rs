@@ -1,6 +1,9 @@
 //! Where reports go: SES v2 in Lambda, a folder of `.eml` files in the demo.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::Config;
 
 use crate::error::{PipelineError, Result};
 
@@ -18,6 +21,15 @@ pub trait Mailer: Send + Sync {
     /// Delivers the message; returns the provider's message id. An error means it was
     /// definitely not accepted, so retrying cannot send it twice.
     async fn send(&self, email: &OutgoingEmail) -> Result<String>;
+}
+
+/// The mail backend the configuration asks for: a file outbox when `MAIL_OUTBOX_DIR` is set,
+/// SES v2 otherwise.
+pub fn mailer_for(config: &Config, aws: &aws_config::SdkConfig) -> Arc<dyn Mailer> {
+    match &config.mail_outbox_dir {
+        Some(dir) => Arc::new(OutboxMailer { dir: dir.clone() }),
+        None => Arc::new(SesMailer::new(aws)),
+    }
 }
 
 /// Amazon SES v2 `SendEmail` with raw content (keeps the inline chart).

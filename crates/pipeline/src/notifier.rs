@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::config::Config;
 use crate::email::{build_message, render};
@@ -70,14 +70,16 @@ impl Notifier {
         let mut outcomes = Vec::new();
         let mut failure = None;
         for object in event.created_objects().into_iter().flatten() {
+            let span = tracing::info_span!("record", bucket = %object.bucket, key = %object.key);
             let outcome = match layout::parse_result_key(&object.key) {
                 Ok(Some(job_id)) if object.bucket == self.config.results_bucket => {
-                    self.notify(&job_id).await
+                    self.notify(&job_id).instrument(span.clone()).await
                 }
                 _ => Ok(NotifyOutcome::Ignored {
                     key: object.key.clone(),
                 }),
             };
+            let _entered = span.enter();
             match outcome {
                 Ok(outcome) => {
                     info!(?outcome, "result handled");
@@ -184,6 +186,7 @@ impl Notifier {
         };
         match self.mailer.send(&email).await {
             Ok(message_id) => {
+                metrics::counter!(crate::observe::EMAILS_SENT).increment(1);
                 self.store
                     .put(
                         bucket,

@@ -24,10 +24,20 @@ pub struct ListedObject {
     pub etag: String,
 }
 
+/// An object this store has just written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenObject {
+    pub bucket: String,
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+}
+
 /// The S3 client the pipeline uses; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct S3Store {
     client: Client,
+    written: Option<tokio::sync::mpsc::UnboundedSender<WrittenObject>>,
 }
 
 /// Loads the AWS configuration from the environment (credentials, region and
@@ -51,7 +61,18 @@ impl S3Store {
             .build();
         S3Store {
             client: Client::from_conf(s3_config),
+            written: None,
         }
+    }
+
+    /// Also reports every successful write to `sink`. The demo turns these into S3 event
+    /// notifications, which local S3 servers do not send; in Lambda, S3 itself does.
+    pub fn reporting_writes_to(
+        mut self,
+        sink: tokio::sync::mpsc::UnboundedSender<WrittenObject>,
+    ) -> Self {
+        self.written = Some(sink);
+        self
     }
 
     pub fn client(&self) -> &Client {
@@ -153,6 +174,7 @@ impl S3Store {
         content_type: &str,
         condition: Condition<'_>,
     ) -> Result<Option<String>> {
+        let size = bytes.len();
         let mut request = self
             .client
             .put_object()
@@ -160,6 +182,7 @@ impl S3Store {
             .key(key)
             .content_type(content_type)
             .body(ByteStream::from(bytes));
+        let size = size as u64;
         request = match condition {
             Condition::None => request,
             Condition::Absent => request.if_none_match("*"),
@@ -169,6 +192,15 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| s3_error("PutObject", bucket, key, e))?;
+        if let Some(sink) = &self.written {
+            // A closed sink means nobody listens any more; the write itself succeeded.
+            let _ = sink.send(WrittenObject {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                size,
+                etag: output.e_tag().unwrap_or_default().to_owned(),
+            });
+        }
         Ok(output.e_tag().map(str::to_owned))
     }
 
@@ -206,7 +238,44 @@ impl S3Store {
             }
         }
         objects.sort_by(|a, b| a.key.cmp(&b.key));
+        // AWS S3 always lists ETags; some S3-compatible servers (s3s-fs, which the demo runs)
+        // do not. The trainer keys its feature cache by ETag, so fill the gaps from HeadObject.
+        let missing: Vec<usize> = (0..objects.len())
+            .filter(|&i| objects[i].etag.is_empty())
+            .collect();
+        let heads: Vec<(usize, Result<String>)> = stream::iter(missing)
+            .map(|i| {
+                let key = objects[i].key.clone();
+                async move { (i, self.head_etag(bucket, &key).await) }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for (i, etag) in heads {
+            objects[i].etag = etag?;
+        }
         Ok(objects)
+    }
+
+    async fn head_etag(&self, bucket: &str, key: &str) -> Result<String> {
+        let output = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error("HeadObject", bucket, key, e))?;
+        output
+            .e_tag()
+            .map(str::to_owned)
+            .ok_or_else(|| PipelineError::S3 {
+                operation: "HeadObject",
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                message: "the server returned no ETag; lambda-vision needs ETags to cache features"
+                    .to_owned(),
+            })
     }
 
     /// Fetches `keys` with at most `concurrency` requests in flight, yielding in key order.

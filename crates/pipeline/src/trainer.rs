@@ -33,6 +33,33 @@ pub struct TrainerOptions {
     pub fetch_concurrency: usize,
     /// Extraction threads.
     pub workers: usize,
+    /// Told about progress as it happens (the demo draws bars with it).
+    pub progress: Option<ProgressObserver>,
+}
+
+/// How far a job has come.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TrainingProgress {
+    /// The dataset is listed; `cached` of `total` images need no extraction.
+    DatasetListed { total: usize, cached: usize },
+    /// One more image went through the backbone (`done` counts cached ones too).
+    ImageExtracted { done: usize, total: usize },
+    /// One epoch of head training ended.
+    EpochFinished {
+        epoch: usize,
+        max_epochs: usize,
+        validation_accuracy: Option<f32>,
+    },
+}
+
+/// A callback for [`TrainingProgress`]; called from worker threads.
+#[derive(Clone)]
+pub struct ProgressObserver(pub Arc<dyn Fn(TrainingProgress) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressObserver")
+    }
 }
 
 impl Default for TrainerOptions {
@@ -42,6 +69,7 @@ impl Default for TrainerOptions {
             safety_margin: Duration::from_secs(90),
             fetch_concurrency: 8,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            progress: None,
         }
     }
 }
@@ -66,6 +94,9 @@ pub struct Checkpoint {
     pub continuation: u32,
     pub images_total: usize,
     pub images_done: usize,
+    /// Wall time of all invocations so far, so the result reports the whole job's duration.
+    #[serde(default)]
+    pub elapsed_ms: f64,
     pub updated_at: String,
 }
 
@@ -84,7 +115,7 @@ struct DatasetEntry {
 }
 
 enum Progress {
-    Complete(Box<TrainedBundle>, Duration),
+    Complete(Box<TrainedBundle>),
     OutOfTime { done: usize, total: usize },
 }
 
@@ -138,15 +169,20 @@ impl Trainer {
                     .await;
             }
         };
+        let earlier = if event.continuation == 0 {
+            Duration::ZERO
+        } else {
+            self.earlier_invocations(job_id).await
+        };
         match self.run(job_id, &spec, deadline).await {
-            Ok(Progress::Complete(bundle, extraction)) => {
+            Ok(Progress::Complete(bundle)) => {
                 let result = self
                     .publish(
                         job_id,
                         &spec,
                         &bundle,
                         event.continuation,
-                        started.elapsed() + extraction,
+                        earlier + started.elapsed(),
                     )
                     .await?;
                 Ok(TrainerOutcome::Finished(Box::new(result)))
@@ -172,6 +208,7 @@ impl Trainer {
                     continuation: next,
                     images_total: total,
                     images_done: done,
+                    elapsed_ms: (earlier + started.elapsed()).as_secs_f64() * 1000.0,
                     updated_at: crate::now_rfc3339(),
                 };
                 self.store
@@ -237,6 +274,10 @@ impl Trainer {
             cached = entries.len() - missing.len(),
             "dataset listed"
         );
+        self.report(TrainingProgress::DatasetListed {
+            total: entries.len(),
+            cached: entries.len() - missing.len(),
+        });
 
         let extraction_started = Instant::now();
         let mut done = entries.len() - missing.len();
@@ -248,7 +289,9 @@ impl Trainer {
                     total: entries.len(),
                 });
             }
-            let set = self.extract_chunk(&backbone, chunk).await?;
+            let set = self
+                .extract_chunk(&backbone, chunk, done, entries.len())
+                .await?;
             self.write_cache(chunk, &set).await?;
             done += chunk.len();
         }
@@ -256,6 +299,7 @@ impl Trainer {
         let set = self.read_cache(&entries).await?;
         let config = spec.train_config();
         let extraction_ms = extraction.as_secs_f64() * 1000.0;
+        let progress = self.options.progress.clone();
         let bundle = tokio::task::spawn_blocking(move || {
             vision::train_bundle(
                 &backbone,
@@ -263,12 +307,43 @@ impl Trainer {
                 &set,
                 &config,
                 extraction_ms,
-                |_| {},
+                |epoch| {
+                    if let Some(observer) = &progress {
+                        (observer.0)(TrainingProgress::EpochFinished {
+                            epoch: epoch.epoch,
+                            max_epochs: config.epochs,
+                            validation_accuracy: epoch.validation_accuracy,
+                        });
+                    }
+                },
             )
         })
         .await
         .map_err(join_error)??;
-        Ok(Progress::Complete(Box::new(bundle), extraction))
+        Ok(Progress::Complete(Box::new(bundle)))
+    }
+
+    /// Time spent by the invocations before this continuation, from the checkpoint (zero when
+    /// it cannot be read: it is informational only).
+    async fn earlier_invocations(&self, job_id: &str) -> Duration {
+        let checkpoint = self
+            .store
+            .get_if_exists(&self.config.results_bucket, &layout::checkpoint_key(job_id))
+            .await;
+        match checkpoint {
+            Ok(Some(object)) => serde_json::from_slice::<Checkpoint>(&object.bytes)
+                .ok()
+                .map_or(Duration::ZERO, |c| {
+                    Duration::try_from_secs_f64(c.elapsed_ms / 1000.0).unwrap_or_default()
+                }),
+            _ => Duration::ZERO,
+        }
+    }
+
+    fn report(&self, progress: TrainingProgress) {
+        if let Some(observer) = &self.options.progress {
+            (observer.0)(progress);
+        }
     }
 
     async fn list_dataset(&self, spec: &JobSpec, backbone: &Backbone) -> Result<Vec<DatasetEntry>> {
@@ -314,6 +389,8 @@ impl Trainer {
         &self,
         backbone: &Arc<Backbone>,
         chunk: &[&DatasetEntry],
+        done_before: usize,
+        total: usize,
     ) -> Result<FeatureSet> {
         let (sender, mut receiver) =
             tokio::sync::mpsc::channel::<SourceItem>(2 * self.options.fetch_concurrency);
@@ -323,9 +400,17 @@ impl Trainer {
             ..ExtractOptions::default()
         };
         let worker_backbone = Arc::clone(backbone);
+        let progress = self.options.progress.clone();
         let extraction = tokio::task::spawn_blocking(move || {
             let source = std::iter::from_fn(move || receiver.blocking_recv());
-            vision::extract_features(&worker_backbone, source, &options, |_| {})
+            vision::extract_features(&worker_backbone, source, &options, |p| {
+                if let Some(observer) = &progress {
+                    (observer.0)(TrainingProgress::ImageExtracted {
+                        done: done_before + p.done,
+                        total,
+                    });
+                }
+            })
         });
         let labels: HashMap<&str, &str> = chunk
             .iter()
@@ -512,6 +597,12 @@ impl Trainer {
         if !self.write_result(job_id, &result).await? {
             return Ok(result);
         }
+        if let Some(summary) = &result.summary {
+            metrics::histogram!(crate::observe::JOB_DURATION_SECONDS)
+                .record(summary.duration_ms / 1000.0);
+            metrics::histogram!(crate::observe::VALIDATION_ACCURACY)
+                .record(summary.validation_accuracy * 100.0);
+        }
         let current = CurrentModel {
             model_id: job_id.to_owned(),
             head_key: layout::model_file_key(job_id, vision::bundle::HEAD_FILE),
@@ -542,7 +633,9 @@ impl Trainer {
     ) -> Result<TrainerOutcome> {
         warn!(job_id, %error, "job failed");
         let result = JobResult::failed(job_id, dataset, notify, error, continuations);
-        self.write_result(job_id, &result).await?;
+        if self.write_result(job_id, &result).await? {
+            metrics::counter!(crate::observe::JOBS_FAILED).increment(1);
+        }
         Ok(TrainerOutcome::Finished(Box::new(result)))
     }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 use vision::{Backbone, Classifier, DecodeLimits, HeadDocument, Prediction};
 
 use crate::config::Config;
@@ -95,13 +95,18 @@ impl UploadTrigger {
         let mut outcomes = Vec::new();
         let mut transient = None;
         for object in event.created_objects() {
-            let result = match object {
-                Ok(object) => self.handle_object(&object).await,
+            let object = match object {
+                Ok(object) => object,
                 Err(reason) => {
                     warn!(%reason, "skipping a record whose key cannot be decoded");
                     continue;
                 }
             };
+            // One span per record: every log line of it carries the bucket and key (and, in
+            // Lambda, the runtime's enclosing span carries the request id).
+            let span = tracing::info_span!("record", bucket = %object.bucket, key = %object.key);
+            let result = self.handle_object(&object).instrument(span.clone()).await;
+            let _entered = span.enter();
             match result {
                 Ok(outcome) => {
                     info!(?outcome, "record handled");
@@ -187,6 +192,11 @@ impl UploadTrigger {
         };
         let outcome = match result {
             Ok(classification) => {
+                metrics::counter!(crate::observe::IMAGES_CLASSIFIED).increment(1);
+                let timings = &classification.timings;
+                metrics::histogram!(crate::observe::INFERENCE_MS).record(timings.inference_ms);
+                metrics::histogram!(crate::observe::CLASSIFY_MS)
+                    .record(timings.decode_ms + timings.preprocess_ms + timings.inference_ms);
                 document.top = classification.top;
                 document.width = Some(classification.width);
                 document.height = Some(classification.height);
@@ -197,6 +207,7 @@ impl UploadTrigger {
                 }
             }
             Err(error) if error.is_bad_image() => {
+                metrics::counter!(crate::observe::IMAGE_ERRORS).increment(1);
                 document.error = Some(ErrorInfo {
                     kind: error.kind().to_owned(),
                     message: error.to_string(),

@@ -16,6 +16,7 @@ use pipeline::{
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
+    let metrics = pipeline::observe::install_emf_recorder("trainer")?;
     let config = Config::from_env()?;
     let aws = load_aws_config().await;
     let this_function = config
@@ -39,7 +40,9 @@ async fn main() -> Result<(), Error> {
         async move {
             let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
             let deadline = Instant::now() + Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
-            let outcome = trainer.handle(&event.payload, deadline).await?;
+            let outcome = trainer.handle(&event.payload, deadline).await;
+            let _ = metrics.flush(std::io::stdout());
+            let outcome = outcome?;
             Ok::<_, Error>(serde_json::json!({ "outcome": format!("{outcome:?}").chars().take(500).collect::<String>() }))
         }
     }))

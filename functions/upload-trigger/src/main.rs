@@ -14,6 +14,7 @@ use pipeline::{
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
+    let metrics = pipeline::observe::install_emf_recorder("upload-trigger")?;
     let config = Config::from_env()?;
     let aws = load_aws_config().await;
     let trainer = config
@@ -30,7 +31,10 @@ async fn main() -> Result<(), Error> {
     run(service_fn(|event: LambdaEvent<S3Event>| {
         let trigger = &trigger;
         async move {
-            let outcomes = trigger.handle(&event.payload).await?;
+            let outcomes = trigger.handle(&event.payload).await;
+            // One EMF line per invocation; stdout goes to CloudWatch Logs.
+            let _ = metrics.flush(std::io::stdout());
+            let outcomes = outcomes?;
             Ok::<_, Error>(serde_json::json!({ "records": outcomes.len() }))
         }
     }))
