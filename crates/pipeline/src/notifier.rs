@@ -166,25 +166,13 @@ impl Notifier {
             }
         }
 
-        let metrics = match (&result.status, &result.model) {
-            (JobStatus::Succeeded, Some(_)) => {
-                let key = layout::model_file_key(job_id, vision::bundle::METRICS_FILE);
-                match self.store.get_if_exists(bucket, &key).await? {
-                    Some(object) => serde_json::from_slice::<vision::Metrics>(&object.bytes).ok(),
-                    None => None,
-                }
-            }
-            _ => None,
+        // From here on the claim is ours: any failure before the mail is accepted marks the
+        // record `failed`, so Lambda's retry may claim it again instead of finding it stuck.
+        let sent = match self.compose(job_id, &result, sender, &recipients).await {
+            Ok(email) => self.mailer.send(&email).await,
+            Err(error) => Err(error),
         };
-        let report = render(&result, metrics.as_ref());
-        let raw = build_message(&report, &sender, &recipients)?;
-        let email = OutgoingEmail {
-            job_id: job_id.to_owned(),
-            from: sender,
-            to: recipients.clone(),
-            raw,
-        };
-        match self.mailer.send(&email).await {
+        match sent {
             Ok(message_id) => {
                 metrics::counter!(crate::observe::EMAILS_SENT).increment(1);
                 self.store
@@ -212,5 +200,34 @@ impl Notifier {
                 Err(error)
             }
         }
+    }
+
+    /// The report for `result`, rendered and built as a MIME message.
+    async fn compose(
+        &self,
+        job_id: &str,
+        result: &JobResult,
+        sender: String,
+        recipients: &[String],
+    ) -> Result<OutgoingEmail> {
+        let bucket = &self.config.results_bucket;
+        let metrics = match (&result.status, &result.model) {
+            (JobStatus::Succeeded, Some(_)) => {
+                let key = layout::model_file_key(job_id, vision::bundle::METRICS_FILE);
+                match self.store.get_if_exists(bucket, &key).await? {
+                    Some(object) => serde_json::from_slice::<vision::Metrics>(&object.bytes).ok(),
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        let report = render(result, metrics.as_ref());
+        let raw = build_message(&report, &sender, recipients)?;
+        Ok(OutgoingEmail {
+            job_id: job_id.to_owned(),
+            from: sender,
+            to: recipients.to_vec(),
+            raw,
+        })
     }
 }

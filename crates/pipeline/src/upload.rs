@@ -271,11 +271,24 @@ impl UploadTrigger {
                 let head_object = self.store.get(bucket, &pointer.head_key).await?;
                 let document: HeadDocument =
                     parse_json("head.json", bucket, &pointer.head_key, &head_object.bytes)?;
-                let head = document.head_for(&self.backbone)?;
-                (
-                    pointer.model_id,
-                    Classifier::with_head(Arc::clone(&self.backbone), head),
-                )
+                // A head trained at another input size needs the backbone planned for that
+                // size: built once per model change, like the classifier itself.
+                let backbone = if document.input_size == self.backbone.preprocessor().input_size() {
+                    Arc::clone(&self.backbone)
+                } else {
+                    let size = document.input_size;
+                    Arc::new(
+                        tokio::task::spawn_blocking(move || {
+                            Backbone::from_bytes(vision::BUNDLED_MODEL, size)
+                        })
+                        .await
+                        .map_err(|e| {
+                            PipelineError::Vision(vision::VisionError::Inference(e.to_string()))
+                        })??,
+                    )
+                };
+                let head = document.head_for(&backbone)?;
+                (pointer.model_id, Classifier::with_head(backbone, head))
             }
         };
         info!(%model_id, "classification model loaded");

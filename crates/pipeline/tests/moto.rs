@@ -623,3 +623,34 @@ async fn continuations_forced_by_a_tiny_deadline_give_the_same_model() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_trained_at_another_input_size_classifies_uploads() {
+    let stack = stack(TrainerOptions::default()).await;
+    stack.upload_dataset("small").await;
+    let spec = serde_json::json!({
+        "dataset": "small", "min_images_per_class": 2, "validation_split": 0.25,
+        "seed": 3, "input_size": 160
+    });
+    stack
+        .put(INPUT, "jobs/small-160.json", spec.to_string().into_bytes())
+        .await;
+    let (result, _) = stack
+        .run_trainer("small-160", || Instant::now() + Duration::from_secs(600))
+        .await;
+    assert_eq!(result.status, JobStatus::Succeeded, "{result:?}");
+    stack.events(&stack.input_queue).await;
+    stack
+        .put(INPUT, "images/new/cat.jpg", fixture("chelsea.jpg"))
+        .await;
+    let mut outcomes = Vec::new();
+    for event in stack.events(&stack.input_queue).await {
+        outcomes.extend(stack.trigger.handle(&event).await.unwrap());
+    }
+    assert!(
+        matches!(&outcomes[..], [RecordOutcome::Predicted { model_id, .. }] if model_id == "small-160"),
+        "{outcomes:?}"
+    );
+    let prediction: serde_json::Value = stack.json("predictions/new/cat.jpg.json").await;
+    assert_eq!(prediction["top"][0]["label"], "cat", "{prediction}");
+}
