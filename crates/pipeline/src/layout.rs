@@ -147,6 +147,13 @@ pub fn feature_cache_key(
     )
 }
 
+/// The spec a job runs with, copied when the job is accepted: the claim that makes a job start
+/// once however many events announce it, and the pin that keeps a re-uploaded spec from
+/// changing a job halfway.
+pub fn accepted_spec_key(job_id: &str) -> String {
+    format!("{CHECKPOINTS_PREFIX}{job_id}/spec.json")
+}
+
 pub fn checkpoint_key(job_id: &str) -> String {
     format!("{CHECKPOINTS_PREFIX}{job_id}/progress.json")
 }
@@ -216,6 +223,7 @@ mod tests {
             CURRENT_MODEL_KEY.to_owned(),
             feature_cache_key("abc", 224, "d", "\"etag-1\""),
             checkpoint_key("j"),
+            accepted_spec_key("j"),
             notification_key("j"),
         ] {
             for bucket in [BucketRole::Input, BucketRole::Results] {

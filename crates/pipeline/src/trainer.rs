@@ -35,6 +35,10 @@ pub struct TrainerOptions {
     pub workers: usize,
     /// Told about progress as it happens (the demo draws bars with it).
     pub progress: Option<ProgressObserver>,
+    /// A dataset with more images fails its job up front (features alone need 5 KB each).
+    pub max_dataset_images: usize,
+    /// A dataset with more labels fails its job up front.
+    pub max_labels: usize,
 }
 
 /// How far a job has come.
@@ -70,6 +74,8 @@ impl Default for TrainerOptions {
             fetch_concurrency: 8,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             progress: None,
+            max_dataset_images: 100_000,
+            max_labels: 1_000,
         }
     }
 }
@@ -156,10 +162,9 @@ impl Trainer {
             return Ok(TrainerOutcome::AlreadyFinished);
         }
         let spec = match self
-            .store
-            .get(&self.config.input_bucket, &layout::job_spec_key(job_id))
+            .accepted_spec(job_id)
             .await
-            .and_then(|o| JobSpec::parse(&o.bytes))
+            .and_then(|bytes| JobSpec::parse(&bytes))
         {
             Ok(spec) => spec,
             Err(error) if error.is_transient() => return Err(error),
@@ -323,6 +328,26 @@ impl Trainer {
         Ok(Progress::Complete(Box::new(bundle)))
     }
 
+    /// The spec pinned when the job was accepted; a trainer invoked directly (no upload
+    /// trigger, e.g. `sam local invoke`) falls back to `jobs/<id>.json` as it is now.
+    async fn accepted_spec(&self, job_id: &str) -> Result<Vec<u8>> {
+        let pinned = self
+            .store
+            .get_if_exists(
+                &self.config.results_bucket,
+                &layout::accepted_spec_key(job_id),
+            )
+            .await?;
+        match pinned {
+            Some(object) => Ok(object.bytes),
+            None => Ok(self
+                .store
+                .get(&self.config.input_bucket, &layout::job_spec_key(job_id))
+                .await?
+                .bytes),
+        }
+    }
+
     /// Time spent by the invocations before this continuation, from the checkpoint (zero when
     /// it cannot be read: it is informational only).
     async fn earlier_invocations(&self, job_id: &str) -> Duration {
@@ -370,6 +395,30 @@ impl Trainer {
                 })
             })
             .collect();
+        let labels: HashSet<&str> = entries.iter().map(|e| e.label.as_str()).collect();
+        let too_many = if entries.len() > self.options.max_dataset_images {
+            Some(format!(
+                "{} images under datasets/{}/, at most {} per job",
+                entries.len(),
+                spec.dataset,
+                self.options.max_dataset_images
+            ))
+        } else if labels.len() > self.options.max_labels {
+            Some(format!(
+                "{} labels under datasets/{}/, at most {} per job",
+                labels.len(),
+                spec.dataset,
+                self.options.max_labels
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = too_many {
+            return Err(PipelineError::InvalidSpec {
+                field: Some("dataset".to_owned()),
+                reason,
+            });
+        }
         if entries.is_empty() {
             return Err(PipelineError::InvalidSpec {
                 field: Some("dataset".to_owned()),

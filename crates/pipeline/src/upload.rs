@@ -66,6 +66,7 @@ pub enum RecordOutcome {
     ImageRejected { key: String, kind: String },
     AlreadyPredicted { key: String },
     JobStarted { job_id: String },
+    JobAlreadyStarted { job_id: String },
     JobRejected { job_id: String },
     JobAlreadyFinished { job_id: String },
     Ignored { key: String },
@@ -315,7 +316,24 @@ impl UploadTrigger {
             .await?;
         match JobSpec::parse(&spec.bytes) {
             Ok(_) => {
-                self.launcher.start(job_id, 0).await?;
+                // The GET above returned the newest version of the spec, whichever event this
+                // is; the first event to claim the job pins that version. Duplicates and older
+                // events arriving late find the claim and start nothing.
+                let claim = layout::accepted_spec_key(job_id);
+                if !self
+                    .store
+                    .put_if_absent(bucket, &claim, spec.bytes, "application/json")
+                    .await?
+                {
+                    return Ok(RecordOutcome::JobAlreadyStarted {
+                        job_id: job_id.to_owned(),
+                    });
+                }
+                if let Err(error) = self.launcher.start(job_id, 0).await {
+                    // Release the claim so Lambda's retry of this event can start the job.
+                    let _ = self.store.delete(bucket, &claim).await;
+                    return Err(error);
+                }
                 Ok(RecordOutcome::JobStarted {
                     job_id: job_id.to_owned(),
                 })

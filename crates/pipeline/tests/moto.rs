@@ -153,6 +153,10 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 async fn stack(options: TrainerOptions) -> Stack {
+    stack_with(options, 20).await
+}
+
+async fn stack_with(options: TrainerOptions, max_continuations: u32) -> Stack {
     let s3_moto = Moto::start();
     // SES on its own moto: data.json breaks once a process has seen a multipart upload.
     let ses_moto = Moto::start();
@@ -234,7 +238,7 @@ async fn stack(options: TrainerOptions) -> Stack {
         "INPUT_BUCKET" => Some(INPUT.to_owned()),
         "RESULTS_BUCKET" => Some(RESULTS.to_owned()),
         "SENDER_ADDRESS" => Some(SENDER.to_owned()),
-        "MAX_CONTINUATIONS" => Some("20".to_owned()),
+        "MAX_CONTINUATIONS" => Some(max_continuations.to_string()),
         _ => None,
     })
     .unwrap();
@@ -653,4 +657,199 @@ async fn a_model_trained_at_another_input_size_classifies_uploads() {
     );
     let prediction: serde_json::Value = stack.json("predictions/new/cat.jpg.json").await;
     assert_eq!(prediction["top"][0]["label"], "cat", "{prediction}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_events_duplicated_or_out_of_order_start_one_run_with_the_newest_spec() {
+    let stack = stack(TrainerOptions::default()).await;
+    stack.upload_dataset("pets").await;
+    stack.events(&stack.input_queue).await;
+    // Version 1 names a dataset that does not exist; version 2 fixes it.
+    stack
+        .put(INPUT, "jobs/redo.json", spec("nothing-here"))
+        .await;
+    let older = stack.events(&stack.input_queue).await;
+    stack.put(INPUT, "jobs/redo.json", spec("pets")).await;
+    let newer = stack.events(&stack.input_queue).await;
+    assert_eq!((older.len(), newer.len()), (1, 1));
+
+    // The newer event arrives ten times at once, then the older one, late.
+    let deliveries = (0..10).map(|_| stack.trigger.handle(&newer[0]));
+    let outcomes: Vec<RecordOutcome> = futures::future::join_all(deliveries)
+        .await
+        .into_iter()
+        .flat_map(|outcome| outcome.unwrap())
+        .chain(stack.trigger.handle(&older[0]).await.unwrap())
+        .collect();
+    let started = outcomes
+        .iter()
+        .filter(|o| matches!(o, RecordOutcome::JobStarted { .. }))
+        .count();
+    let duplicates = outcomes
+        .iter()
+        .filter(|o| matches!(o, RecordOutcome::JobAlreadyStarted { .. }))
+        .count();
+    assert_eq!((started, duplicates), (1, 10), "{outcomes:?}");
+    assert_eq!(stack.launcher.started.lock().unwrap().len(), 1);
+
+    // An image event delivered ten times at once: one prediction write for that version.
+    stack
+        .put(INPUT, "images/twice/cat.jpg", fixture("chelsea.jpg"))
+        .await;
+    let image_events = stack.events(&stack.input_queue).await;
+    let image_event = image_events.iter().find(|e| !e.records.is_empty()).unwrap();
+    let outcomes: Vec<RecordOutcome> =
+        futures::future::join_all((0..10).map(|_| stack.trigger.handle(image_event)))
+            .await
+            .into_iter()
+            .flat_map(|outcome| outcome.unwrap())
+            .collect();
+    let predicted = outcomes
+        .iter()
+        .filter(|o| matches!(o, RecordOutcome::Predicted { .. }))
+        .count();
+    assert_eq!(predicted, 1, "{outcomes:?}");
+    assert_eq!(outcomes.len(), 10);
+
+    // The run uses the newest spec, even if the spec changes again while it runs.
+    stack
+        .put(INPUT, "jobs/redo.json", spec("nothing-here"))
+        .await;
+    let (result, _) = stack
+        .run_trainer("redo", || Instant::now() + Duration::from_secs(600))
+        .await;
+    assert_eq!(result.status, JobStatus::Succeeded, "{result:?}");
+    assert_eq!(result.dataset.as_deref(), Some("pets"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_past_its_continuation_cap_fails_instead_of_looping() {
+    let stack = stack_with(
+        TrainerOptions {
+            chunk_size: 2,
+            ..TrainerOptions::default()
+        },
+        2,
+    )
+    .await;
+    stack.upload_dataset("long").await;
+    stack.put(INPUT, "jobs/long.json", spec("long")).await;
+    // 9 images in chunks of 2 need 4 hand-overs; only 2 are allowed.
+    let (result, continuations) = stack.run_trainer("long", Instant::now).await;
+    assert_eq!(continuations, 2);
+    assert_eq!(result.status, JobStatus::Failed);
+    let message = result.error.unwrap().message;
+    assert!(message.contains("2 continuations"), "{message}");
+    assert!(message.contains("6 of 9 images"), "{message}");
+    // The failed result still notifies its owner, once.
+    for event in stack.events(&stack.results_queue).await {
+        stack.notifier.handle(&event).await.unwrap();
+    }
+    assert_eq!(stack.ses_moto.sent_emails().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_email_fails_the_invocation_and_its_retry_sends_once() {
+    let stack = stack(TrainerOptions::default()).await;
+    let ses = aws_sdk_sesv2::Client::new(&aws(&stack.ses_moto.url).await);
+    ses.delete_email_identity()
+        .email_identity(SENDER)
+        .send()
+        .await
+        .unwrap();
+    stack
+        .put(
+            INPUT,
+            "jobs/mail.json",
+            br#"{"dataset":"x","epochs":0,"notify":["owner@example.com"]}"#.to_vec(),
+        )
+        .await;
+    for event in stack.events(&stack.input_queue).await {
+        stack.trigger.handle(&event).await.unwrap();
+    }
+    let events = stack.events(&stack.results_queue).await;
+    let event = events.iter().find(|e| !e.records.is_empty()).unwrap();
+    // SES refuses an unverified sender: the error reaches Lambda, which retries.
+    let error = stack.notifier.handle(event).await.unwrap_err();
+    assert_eq!(error.kind(), "email", "{error}");
+    let record: serde_json::Value = stack.json("notifications/mail.json").await;
+    assert_eq!(record["state"], "failed", "{record}");
+    assert!(stack.ses_moto.sent_emails().is_empty());
+    // Once the identity is verified, the retry sends exactly one email; later retries send none.
+    ses.create_email_identity()
+        .email_identity(SENDER)
+        .send()
+        .await
+        .unwrap();
+    let outcomes = stack.notifier.handle(event).await.unwrap();
+    assert!(
+        matches!(outcomes[..], [NotifyOutcome::Sent { .. }]),
+        "{outcomes:?}"
+    );
+    for _ in 0..3 {
+        let outcomes = stack.notifier.handle(event).await.unwrap();
+        assert!(
+            matches!(outcomes[..], [NotifyOutcome::AlreadyHandled { .. }]),
+            "{outcomes:?}"
+        );
+    }
+    assert_eq!(stack.ses_moto.sent_emails().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipients_come_from_the_spec_never_from_object_metadata() {
+    let stack = stack(TrainerOptions::default()).await;
+    stack
+        .store
+        .client()
+        .put_object()
+        .bucket(INPUT)
+        .key("jobs/meta.json")
+        .metadata("notify", "attacker@evil.example")
+        .metadata("recipients", "attacker@evil.example")
+        .body(
+            br#"{"dataset":"x","epochs":0,"notify":["owner@example.com"]}"#
+                .to_vec()
+                .into(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for event in stack.events(&stack.input_queue).await {
+        stack.trigger.handle(&event).await.unwrap();
+    }
+    for event in stack.events(&stack.results_queue).await {
+        stack.notifier.handle(&event).await.unwrap();
+    }
+    let emails = stack.ses_moto.sent_emails();
+    assert_eq!(emails.len(), 1);
+    let email = emails[0].to_string();
+    assert!(email.contains("owner@example.com"), "{email}");
+    assert!(!email.contains("attacker"), "{email}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datasets_over_the_limits_fail_their_job_before_any_work() {
+    let stack = stack(TrainerOptions {
+        max_dataset_images: 8,
+        ..TrainerOptions::default()
+    })
+    .await;
+    stack.upload_dataset("big").await;
+    stack.put(INPUT, "jobs/big.json", spec("big")).await;
+    let (result, _) = stack
+        .run_trainer("big", || Instant::now() + Duration::from_secs(600))
+        .await;
+    assert_eq!(result.status, JobStatus::Failed);
+    let error = result.error.unwrap();
+    assert_eq!(error.kind, "invalid_spec");
+    assert!(
+        error
+            .message
+            .contains("9 images under datasets/big/, at most 8"),
+        "{}",
+        error.message
+    );
+    let cached = stack.store.list(RESULTS, "cache/").await.unwrap();
+    assert!(cached.is_empty(), "nothing was extracted");
 }

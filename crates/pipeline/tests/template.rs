@@ -90,3 +90,151 @@ fn s3_notifications_match_the_rules_in_code() {
     expected_sorted.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(found, expected_sorted);
 }
+
+/// Every `Statement` of every function policy, as (function, statement).
+fn function_statements(template: &Value) -> Vec<(String, Value)> {
+    let mut statements = Vec::new();
+    for (name, resource) in template["Resources"].as_mapping().unwrap() {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let name = name.as_str().unwrap().to_owned();
+        let policies = resource["Properties"]["Policies"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{name} has no inline policies"));
+        for policy in policies {
+            let policy_statements = policy["Statement"].as_sequence().unwrap_or_else(|| {
+                panic!("{name}: only inline policy documents, no managed policies")
+            });
+            for statement in policy_statements {
+                statements.push((name.clone(), statement.clone()));
+            }
+        }
+    }
+    statements
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::Sequence(items) => items.iter().flat_map(strings).collect(),
+        Value::String(text) => vec![text.clone()],
+        Value::Tagged(tagged) => strings(&tagged.value),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn function_policies_name_every_action_and_resource() {
+    let template = template();
+    let statements = function_statements(&template);
+    assert!(statements.len() >= 10, "policies were not found");
+    for (function, statement) in &statements {
+        assert_eq!(statement["Effect"].as_str(), Some("Allow"), "{function}");
+        let actions = strings(&statement["Action"]);
+        assert!(!actions.is_empty(), "{function}: {statement:?}");
+        for action in &actions {
+            assert!(
+                !action.contains('*'),
+                "{function}: wildcard action {action}"
+            );
+            assert!(
+                action.starts_with("s3:")
+                    || action.starts_with("lambda:")
+                    || action.starts_with("ses:"),
+                "{function}: unexpected action {action}"
+            );
+        }
+        let resources = strings(&statement["Resource"]);
+        assert!(
+            !resources.is_empty(),
+            "{function}: no resource: {statement:?}"
+        );
+        for resource in &resources {
+            // Object-key scopes (`bucket/prefix/*`) are allowed; a bare or service-wide `*` is not.
+            assert!(
+                resource.starts_with("arn:"),
+                "{function}: resource {resource}"
+            );
+            let after_service = resource.splitn(6, ':').nth(5).unwrap_or_default();
+            assert!(
+                !after_service.is_empty()
+                    && after_service != "*"
+                    && !after_service.starts_with("*"),
+                "{function}: wildcard resource {resource}"
+            );
+            if let Some((_, key)) = after_service.split_once('/') {
+                assert!(
+                    key.is_empty() || (key.len() > 1 && !key.starts_with('*')),
+                    "{function}: whole-bucket object scope {resource}"
+                );
+            }
+        }
+        if actions.iter().any(|a| a.starts_with("ses:")) {
+            assert!(
+                !statement["Condition"]["StringEquals"]["ses:FromAddress"].is_null(),
+                "{function}: SendEmail must be pinned to the sender address"
+            );
+        }
+    }
+}
+
+#[test]
+fn buckets_are_encrypted_private_and_tls_only() {
+    let template = template();
+    let resources = &template["Resources"];
+    for (bucket, policy) in [
+        ("InputBucket", "InputBucketPolicy"),
+        ("ResultsBucket", "ResultsBucketPolicy"),
+    ] {
+        let properties = &resources[bucket]["Properties"];
+        let encryption = &properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0];
+        let algorithm = encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"].as_str();
+        assert!(
+            matches!(algorithm, Some("AES256" | "aws:kms")),
+            "{bucket}: {algorithm:?}"
+        );
+        let block = &properties["PublicAccessBlockConfiguration"];
+        for setting in [
+            "BlockPublicAcls",
+            "BlockPublicPolicy",
+            "IgnorePublicAcls",
+            "RestrictPublicBuckets",
+        ] {
+            assert_eq!(block[setting].as_bool(), Some(true), "{bucket}: {setting}");
+        }
+        assert_eq!(
+            properties["OwnershipControls"]["Rules"][0]["ObjectOwnership"].as_str(),
+            Some("BucketOwnerEnforced"),
+            "{bucket}: ACLs must be disabled"
+        );
+        let policy = &resources[policy]["Properties"];
+        assert_eq!(untag(&policy["Bucket"]), Some(bucket));
+        let statements = policy["PolicyDocument"]["Statement"].as_sequence().unwrap();
+        let tls = statements
+            .iter()
+            .find(|s| {
+                s["Effect"].as_str() == Some("Deny")
+                    && !s["Condition"]["Bool"]["aws:SecureTransport"].is_null()
+            })
+            .unwrap_or_else(|| panic!("{bucket}: no TLS-only statement"));
+        assert_eq!(
+            tls["Condition"]["Bool"]["aws:SecureTransport"].as_str(),
+            Some("false")
+        );
+        assert_eq!(tls["Principal"].as_str(), Some("*"));
+        let actions = strings(&tls["Action"]);
+        for action in [
+            "s3:GetObject",
+            "s3:PutObject",
+            "s3:ListBucket",
+            "s3:DeleteObject",
+        ] {
+            assert!(
+                actions.iter().any(|a| a == action),
+                "{bucket}: TLS rule misses {action}"
+            );
+        }
+        let resources = strings(&tls["Resource"]);
+        assert_eq!(resources.len(), 2, "{bucket}: the bucket and its objects");
+    }
+}

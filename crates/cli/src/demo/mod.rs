@@ -3,8 +3,6 @@
 //! sends it and filtered by the template's rules, delivered to the three real handlers —
 //! the code the Lambdas run. The report email lands in a file outbox.
 
-mod server;
-
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
@@ -86,11 +84,11 @@ async fn demo(args: &DemoArgs) -> Result<()> {
     let metrics = pipeline::observe::install_emf_recorder("demo")
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
 
-    let local_s3 = match &args.endpoint_url {
+    let local_server = match &args.endpoint_url {
         Some(_) => None,
-        None => Some(server::start(&workdir.join("s3")).await?),
+        None => Some(local_s3::LocalS3::start(&workdir.join("s3")).await?),
     };
-    let aws = aws_config(args, local_s3.as_ref().map(|s| s.endpoint.as_str())).await;
+    let aws = aws_config(args, local_server.as_ref().map(|s| s.endpoint.as_str())).await;
     let region = aws
         .region()
         .map_or("us-east-1".to_owned(), |r| r.to_string());
@@ -196,7 +194,7 @@ async fn demo(args: &DemoArgs) -> Result<()> {
     let summary = Summary {
         job_id: &job_id,
         workdir: &workdir,
-        local: local_s3.is_some(),
+        local: local_server.is_some(),
         results_bucket: &args.results_bucket,
         outbox: args.ses_from.is_none().then_some(outbox.as_path()),
     };
@@ -596,8 +594,8 @@ async fn aws_config(args: &DemoArgs, local_endpoint: Option<&str>) -> aws_config
                 .endpoint_url(endpoint)
                 .region(aws_config::Region::new("us-east-1"))
                 .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                    server::ACCESS_KEY,
-                    server::SECRET_KEY,
+                    local_s3::ACCESS_KEY,
+                    local_s3::SECRET_KEY,
                     None,
                     None,
                     "lambda-vision-demo",

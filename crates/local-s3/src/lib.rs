@@ -1,0 +1,85 @@
+//! An S3-compatible server in-process: `s3s-fs` serving a folder over HTTP on loopback, so
+//! code talks real S3 (SigV4, conditional writes, listings) through the AWS SDK, and every
+//! object is a plain file, `<root>/<bucket>/<key>`. The demo runs on it; tests stop and restart
+//! it to play an S3 outage (the objects survive, being files).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// The server's credentials; it listens on loopback only.
+pub const ACCESS_KEY: &str = "lambda-vision-local";
+pub const SECRET_KEY: &str = "lambda-vision-local-secret";
+
+/// A running server. Dropping it (or [`LocalS3::stop`]) closes the listener and every open
+/// connection at once, as an outage would.
+pub struct LocalS3 {
+    pub endpoint: String,
+    pub root: PathBuf,
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LocalS3 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LocalS3 {
+    /// Serves `root` (each sub-folder a bucket) on `127.0.0.1:<free port>`.
+    pub async fn start(root: &Path) -> Result<LocalS3> {
+        Self::start_on(root, 0).await
+    }
+
+    /// Serves `root` on `port` (0: any free port), e.g. again after [`LocalS3::stop`].
+    pub async fn start_on(root: &Path, port: u16) -> Result<LocalS3> {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("cannot create {}", root.display()))?;
+        let file_system = s3s_fs::FileSystem::new(root)
+            .map_err(|e| anyhow::anyhow!("cannot serve {} as S3: {e:?}", root.display()))?;
+        let service = {
+            let mut builder = S3ServiceBuilder::new(file_system);
+            builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+            builder.build()
+        };
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+        let port = listener.local_addr()?.port();
+        let task = tokio::spawn(async move {
+            let builder = ConnectionBuilder::new(TokioExecutor::new());
+            // Owned here, so aborting this task aborts every connection too.
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let connection = builder
+                    .serve_connection(TokioIo::new(socket), service.clone())
+                    .into_owned();
+                connections.spawn(async move {
+                    let _ = connection.await;
+                });
+                // Reap finished connections so the set does not grow without bound.
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        Ok(LocalS3 {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            root: root.to_owned(),
+            port,
+            task,
+        })
+    }
+
+    /// Stops serving: new connections are refused and open ones are cut.
+    pub fn stop(self) {}
+}

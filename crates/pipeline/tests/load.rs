@@ -1,0 +1,237 @@
+//! Load: one upload-trigger container handling 1,000 image events back to back keeps its heap
+//! flat, and a 5,000-image dataset trains with heap growth of the order of its features only.
+//! Its own test binary, so the allocation counter sees only this work. Throughput is printed,
+//! not asserted (timings belong in benchmarks).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region};
+use futures::StreamExt;
+use local_s3::LocalS3;
+use pipeline::event::object_created_event;
+use pipeline::job::JobStatus;
+use pipeline::upload::RecordOutcome;
+use pipeline::{
+    Config, S3Event, S3Store, Trainer, TrainerEvent, TrainerLauncher, TrainerOptions,
+    TrainerOutcome, UploadTrigger,
+};
+
+struct PeakCounter;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for PeakCounter {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let now = CURRENT.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
+        PEAK.fetch_max(now, Ordering::SeqCst);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        CURRENT.fetch_sub(layout.size(), Ordering::SeqCst);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: PeakCounter = PeakCounter;
+
+const INPUT: &str = "input";
+const RESULTS: &str = "results";
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// A distinct 96×72 JPEG per `seed` (different bytes, so a different ETag each).
+fn image(seed: u32, label: u32) -> Vec<u8> {
+    let pixels = image::RgbImage::from_fn(96, 72, |x, y| {
+        let stripe = ((x + y * label) / 8) % 2;
+        image::Rgb([
+            (x * 2 + seed) as u8,
+            (y * 3 + seed / 256) as u8,
+            if stripe == 0 { 40 } else { 220 },
+        ])
+    });
+    let mut bytes = Cursor::new(Vec::new());
+    pixels
+        .write_to(&mut bytes, image::ImageFormat::Jpeg)
+        .unwrap();
+    bytes.into_inner()
+}
+
+struct NoLauncher;
+
+#[async_trait::async_trait]
+impl TrainerLauncher for NoLauncher {
+    async fn start(&self, _: &str, _: u32) -> pipeline::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_events_keep_the_heap_flat_and_five_thousand_images_train() {
+    let scratch = tempfile::tempdir().unwrap();
+    let server = LocalS3::start(&scratch.path().join("s3")).await.unwrap();
+    let aws = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            local_s3::ACCESS_KEY,
+            local_s3::SECRET_KEY,
+            None,
+            None,
+            "test",
+        ))
+        .endpoint_url(&server.endpoint)
+        .load()
+        .await;
+    let store = S3Store::new(&aws);
+    for bucket in [INPUT, RESULTS] {
+        store
+            .client()
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+    }
+    let config = Config::from_lookup(|name| match name {
+        "INPUT_BUCKET" => Some(INPUT.to_owned()),
+        "RESULTS_BUCKET" => Some(RESULTS.to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    let backbone = Arc::new(vision::Backbone::bundled().unwrap());
+    let trigger = UploadTrigger::new(
+        config.clone(),
+        store.clone(),
+        Arc::new(NoLauncher),
+        backbone.clone(),
+    );
+
+    // 1,000 image events, one at a time, as one warm container receives them.
+    const EVENTS: u32 = 1_000;
+    let mut heap_after = Vec::new();
+    let mut started = Instant::now();
+    let mut rates = Vec::new();
+    for n in 0..EVENTS {
+        let key = format!("images/load/{n:04}.jpg");
+        let bytes = image(n, 1);
+        let etag = store
+            .put(INPUT, &key, bytes.clone(), "image/jpeg")
+            .await
+            .unwrap()
+            .unwrap();
+        let event = object_created_event(
+            "us-east-1",
+            INPUT,
+            &key,
+            bytes.len() as u64,
+            &etag,
+            u64::from(n),
+        );
+        let outcomes = trigger
+            .handle(&serde_json::from_value::<S3Event>(event).unwrap())
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcomes[..], [RecordOutcome::Predicted { .. }]),
+            "{key}: {outcomes:?}"
+        );
+        if (n + 1) % 100 == 0 {
+            heap_after.push(CURRENT.load(Ordering::SeqCst));
+            rates.push(100.0 / started.elapsed().as_secs_f64());
+            started = Instant::now();
+        }
+    }
+    let growth = heap_after[heap_after.len() - 1] as f64 - heap_after[0] as f64;
+    eprintln!(
+        "1,000 events: heap after 100 = {:.1} MiB, after 1,000 = {:.1} MiB (growth {:.2} MiB); images/s per 100: {:?}",
+        heap_after[0] as f64 / MIB,
+        heap_after[heap_after.len() - 1] as f64 / MIB,
+        growth / MIB,
+        rates
+            .iter()
+            .map(|r| (r * 10.0).round() / 10.0)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        growth < 4.0 * MIB,
+        "the heap grew by {:.1} MiB over 900 events",
+        growth / MIB
+    );
+
+    // A 5,000-image dataset (10 labels), uploaded 16 at a time.
+    const IMAGES: u32 = 5_000;
+    futures::stream::iter(0..IMAGES)
+        .map(|n| {
+            let store = store.clone();
+            async move {
+                let label = n % 10;
+                let key = format!("datasets/big/l{label}/{n:05}.jpg");
+                store
+                    .put(INPUT, &key, image(n, label + 2), "image/jpeg")
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    let spec = serde_json::json!({"dataset": "big", "epochs": 5});
+    store
+        .put(
+            INPUT,
+            "jobs/big.json",
+            spec.to_string().into_bytes(),
+            "application/json",
+        )
+        .await
+        .unwrap();
+    let trainer = Trainer::new(
+        config,
+        store.clone(),
+        Arc::new(NoLauncher),
+        backbone,
+        TrainerOptions::default(),
+    );
+    let baseline = CURRENT.load(Ordering::SeqCst);
+    PEAK.store(baseline, Ordering::SeqCst);
+    let training_started = Instant::now();
+    let event = TrainerEvent {
+        job_id: "big".to_owned(),
+        continuation: 0,
+    };
+    let TrainerOutcome::Finished(result) = trainer
+        .handle(&event, Instant::now() + Duration::from_secs(3600))
+        .await
+        .unwrap()
+    else {
+        panic!("the job did not finish");
+    };
+    let peak_growth = (PEAK.load(Ordering::SeqCst) - baseline) as f64;
+    assert_eq!(result.status, JobStatus::Succeeded, "{result:?}");
+    let summary = result.summary.unwrap();
+    assert_eq!(
+        summary.images_train + summary.images_validation,
+        IMAGES as usize
+    );
+    let features = f64::from(IMAGES) * 1280.0 * 4.0;
+    eprintln!(
+        "5,000-image job: {:.1} s, peak heap growth {:.1} MiB = {:.2} × the features ({:.1} MiB)",
+        training_started.elapsed().as_secs_f64(),
+        peak_growth / MIB,
+        peak_growth / features,
+        features / MIB
+    );
+    // The features are held a few times over (cache bytes, the feature set, the standardised
+    // training copy); everything else is bounded by a chunk of images.
+    assert!(
+        peak_growth < 4.0 * features + 64.0 * MIB,
+        "peak heap growth {:.1} MiB for {:.1} MiB of features",
+        peak_growth / MIB,
+        features / MIB
+    );
+    drop(server);
+}

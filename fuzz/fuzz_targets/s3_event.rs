@@ -1,0 +1,10 @@
+//! Any bytes as the JSON payload of an S3 event notification.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|bytes: &[u8]| {
+    if let Ok(event) = serde_json::from_slice::<pipeline::S3Event>(bytes) {
+        let _ = event.created_objects();
+    }
+});
