@@ -62,6 +62,8 @@ impl LocalS3 {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
+                // Small responses go out at once, as from S3 itself (not after a delayed ACK).
+                let _ = socket.set_nodelay(true);
                 let connection = builder
                     .serve_connection(TokioIo::new(socket), service.clone())
                     .into_owned();
@@ -78,6 +80,21 @@ impl LocalS3 {
             port,
             task,
         })
+    }
+
+    /// The AWS SDK settings that reach this server (its region, credentials and endpoint), as
+    /// a loader: callers add their own settings, such as a retry policy, then `.load()` it.
+    pub fn sdk_config_builder(&self) -> aws_config::ConfigLoader {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                ACCESS_KEY,
+                SECRET_KEY,
+                None,
+                None,
+                "local_s3::LocalS3",
+            ))
+            .endpoint_url(&self.endpoint)
     }
 
     /// Stops serving: new connections are refused and open ones are cut.

@@ -2,7 +2,8 @@
 //! (keyed by backbone, input size and ETag), so the cache *is* the checkpoint: a job that is
 //! cut off, retried or continued redoes no image and counts none twice.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use vision::{
-    BUNDLED_MODEL, Backbone, ExtractOptions, FEATURE_LEN, FeatureSet, LabeledImage, SkippedImage,
-    SourceFailure, SourceItem, TrainedBundle,
+    BUNDLED_MODEL, Backbone, ExtractOptions, Extracted, FEATURE_LEN, FeatureSet, LabeledImage,
+    SkippedImage, SourceFailure, SourceItem, TrainedBundle,
 };
 
 use crate::config::Config;
@@ -285,20 +286,15 @@ impl Trainer {
         });
 
         let extraction_started = Instant::now();
-        let mut done = entries.len() - missing.len();
-        for (index, chunk) in missing.chunks(self.options.chunk_size).enumerate() {
-            // Always make progress: the deadline is checked only after the first chunk.
-            if index > 0 && Instant::now() + self.options.safety_margin >= deadline {
-                return Ok(Progress::OutOfTime {
-                    done,
-                    total: entries.len(),
-                });
-            }
-            let set = self
-                .extract_chunk(&backbone, chunk, done, entries.len())
-                .await?;
-            self.write_cache(chunk, &set).await?;
-            done += chunk.len();
+        let done_before = entries.len() - missing.len();
+        let saved = self
+            .extract_missing(&backbone, &missing, done_before, entries.len(), deadline)
+            .await?;
+        if saved < missing.len() {
+            return Ok(Progress::OutOfTime {
+                done: done_before + saved,
+                total: entries.len(),
+            });
         }
         let extraction = extraction_started.elapsed();
         let set = self.read_cache(&entries).await?;
@@ -433,51 +429,104 @@ impl Trainer {
         Ok(entries)
     }
 
-    /// Streams a chunk from S3 (bounded concurrency) into the extraction workers.
-    async fn extract_chunk(
+    /// Streams the missing images from S3 into the extraction workers and saves every
+    /// `chunk_size` results to the feature cache while the workers go on, so reads and writes
+    /// overlap with compute and the workers never wait at a chunk boundary. Stops fetching when
+    /// the deadline nears (checked between chunks, after the first). Returns how many images
+    /// were extracted and saved; whatever was extracted is saved even when a fetch fails.
+    async fn extract_missing(
         &self,
         backbone: &Arc<Backbone>,
-        chunk: &[&DatasetEntry],
+        missing: &[&DatasetEntry],
         done_before: usize,
         total: usize,
-    ) -> Result<FeatureSet> {
-        let (sender, mut receiver) =
-            tokio::sync::mpsc::channel::<SourceItem>(2 * self.options.fetch_concurrency);
+        deadline: Instant,
+    ) -> Result<usize> {
+        if missing.is_empty() {
+            return Ok(0);
+        }
+        let chunk_size = self.options.chunk_size.max(1);
+        let (item_sender, mut item_receiver) =
+            tokio::sync::mpsc::channel::<SourceItem>(2 * self.options.fetch_concurrency.max(1));
+        let (result_sender, mut result_receiver) =
+            tokio::sync::mpsc::channel::<(usize, Extracted)>(chunk_size);
         let options = ExtractOptions {
             workers: self.options.workers,
-            total: Some(chunk.len()),
+            total: Some(missing.len()),
             ..ExtractOptions::default()
         };
         let worker_backbone = Arc::clone(backbone);
-        let progress = self.options.progress.clone();
         let extraction = tokio::task::spawn_blocking(move || {
-            let source = std::iter::from_fn(move || receiver.blocking_recv());
-            vision::extract_features(&worker_backbone, source, &options, |p| {
-                if let Some(observer) = &progress {
-                    (observer.0)(TrainingProgress::ImageExtracted {
-                        done: done_before + p.done,
-                        total,
-                    });
+            let source = std::iter::from_fn(move || item_receiver.blocking_recv());
+            vision::extract_each(&worker_backbone, source, &options, |sequence, extracted| {
+                match result_sender.blocking_send((sequence, extracted)) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    // The saver stopped (a cache write failed): stop extracting.
+                    Err(_) => ControlFlow::Break(()),
                 }
             })
         });
-        let labels: HashMap<&str, &str> = chunk
-            .iter()
-            .map(|e| (e.key.as_str(), e.label.as_str()))
-            .collect();
-        let keys = chunk.iter().map(|e| e.key.clone()).collect();
+        let feed = self.feed(missing, item_sender, deadline);
+        let save = async {
+            let mut saved = 0;
+            let mut batch = Vec::with_capacity(chunk_size);
+            while let Some((sequence, extracted)) = result_receiver.recv().await {
+                // The feed sends `missing` in order, so the sequence indexes it.
+                let Some(entry) = missing.get(sequence) else {
+                    continue;
+                };
+                batch.push((*entry, extracted));
+                self.report(TrainingProgress::ImageExtracted {
+                    done: done_before + saved + batch.len(),
+                    total,
+                });
+                if batch.len() == chunk_size {
+                    self.write_cache(&batch).await?;
+                    saved += batch.len();
+                    batch.clear();
+                }
+            }
+            if !batch.is_empty() {
+                self.write_cache(&batch).await?;
+                saved += batch.len();
+            }
+            Ok::<usize, PipelineError>(saved)
+        };
+        let (fed, saved) = tokio::join!(feed, save);
+        let extracted = extraction.await.map_err(join_error)?;
+        fed?;
+        extracted?;
+        saved
+    }
+
+    /// Fetches `missing` in order (bounded concurrency) into the extraction's channel. Returns
+    /// how many images it handed over, or the first transient S3 error.
+    async fn feed(
+        &self,
+        missing: &[&DatasetEntry],
+        items: tokio::sync::mpsc::Sender<SourceItem>,
+        deadline: Instant,
+    ) -> Result<usize> {
+        let chunk_size = self.options.chunk_size.max(1);
+        let keys = missing.iter().map(|e| e.key.clone()).collect();
         let mut fetches = Box::pin(self.store.get_many(
             &self.config.input_bucket,
             keys,
             self.options.fetch_concurrency,
         ));
-        let mut failure = None;
+        let mut fed = 0;
         while let Some((key, fetched)) = fetches.next().await {
-            let label = labels
-                .get(key.as_str())
-                .copied()
-                .unwrap_or_default()
-                .to_owned();
+            // Always make progress: the deadline is checked only after the first chunk.
+            if fed >= chunk_size
+                && fed % chunk_size == 0
+                && Instant::now() + self.options.safety_margin >= deadline
+            {
+                break;
+            }
+            let label = missing
+                .get(fed)
+                .map(|entry| entry.label.clone())
+                .unwrap_or_default();
             let item = match fetched {
                 Ok(object) => Ok(LabeledImage {
                     key,
@@ -490,51 +539,37 @@ impl Trainer {
                     label,
                     reason: "deleted before it could be read".to_owned(),
                 }),
-                Err(error) => {
-                    failure = Some(error);
-                    break;
-                }
+                Err(error) => return Err(error),
             };
-            if sender.send(item).await.is_err() {
+            if items.send(item).await.is_err() {
                 break;
             }
+            fed += 1;
         }
-        drop(sender);
-        drop(fetches);
-        let set = extraction.await.map_err(join_error)??;
-        match failure {
-            Some(error) => Err(error),
-            None => Ok(set),
-        }
+        Ok(fed)
     }
 
-    async fn write_cache(&self, chunk: &[&DatasetEntry], set: &FeatureSet) -> Result<()> {
-        let by_key: HashMap<&str, &DatasetEntry> =
-            chunk.iter().map(|e| (e.key.as_str(), *e)).collect();
-        let mut writes = Vec::new();
-        for (row, key) in set.keys.iter().enumerate() {
-            let mut bytes = FEATURES_MAGIC.to_vec();
-            bytes.extend(set.row(row).iter().flat_map(|v| v.to_le_bytes()));
-            writes.push((key.clone(), bytes));
-        }
-        for skipped in &set.skipped {
-            let mut bytes = SKIPPED_MAGIC.to_vec();
-            bytes.extend(serde_json::to_vec(skipped).unwrap_or_default());
-            writes.push((skipped.key.clone(), bytes));
-        }
-        let writes: Vec<(String, Vec<u8>)> = writes
-            .into_iter()
-            .filter_map(|(key, bytes)| {
-                by_key
-                    .get(key.as_str())
-                    .map(|entry| (entry.cache_key.clone(), bytes))
-            })
-            .collect();
+    async fn write_cache(&self, batch: &[(&DatasetEntry, Extracted)]) -> Result<()> {
+        let writes = batch.iter().map(|(entry, extracted)| {
+            let bytes = match extracted {
+                Extracted::Features { features, .. } => {
+                    let mut bytes = FEATURES_MAGIC.to_vec();
+                    bytes.extend(features.iter().flat_map(|v| v.to_le_bytes()));
+                    bytes
+                }
+                Extracted::Skipped(skipped) => {
+                    let mut bytes = SKIPPED_MAGIC.to_vec();
+                    bytes.extend(serde_json::to_vec(skipped).unwrap_or_default());
+                    bytes
+                }
+            };
+            (entry.cache_key.as_str(), bytes)
+        });
         let bucket = &self.config.results_bucket;
         let results: Vec<Result<Option<String>>> = futures::stream::iter(writes)
             .map(|(cache_key, bytes)| async move {
                 self.store
-                    .put(bucket, &cache_key, bytes, "application/octet-stream")
+                    .put(bucket, cache_key, bytes, "application/octet-stream")
                     .await
             })
             .buffer_unordered(self.options.fetch_concurrency)

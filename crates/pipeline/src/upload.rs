@@ -13,6 +13,7 @@ use crate::event::{CreatedObject, S3Event};
 use crate::job::{ErrorInfo, JobResult, JobSpec, JobStatus};
 use crate::launcher::TrainerLauncher;
 use crate::layout::{self, InputKey};
+use crate::loading::BackboneLoader;
 use crate::store::S3Store;
 
 /// How many classes a prediction lists.
@@ -54,7 +55,7 @@ pub struct UploadTrigger {
     config: Config,
     store: S3Store,
     launcher: Arc<dyn TrainerLauncher>,
-    backbone: Arc<Backbone>,
+    backbone: BackboneLoader,
     limits: DecodeLimits,
     current: Mutex<Option<(Option<String>, String, Classifier)>>,
 }
@@ -77,13 +78,13 @@ impl UploadTrigger {
         config: Config,
         store: S3Store,
         launcher: Arc<dyn TrainerLauncher>,
-        backbone: Arc<Backbone>,
+        backbone: impl Into<BackboneLoader>,
     ) -> Self {
         UploadTrigger {
             config,
             store,
             launcher,
-            backbone,
+            backbone: backbone.into(),
             limits: DecodeLimits::default(),
             current: Mutex::new(None),
         }
@@ -149,7 +150,25 @@ impl UploadTrigger {
     async fn classify(&self, object: &CreatedObject, path: &str) -> Result<RecordOutcome> {
         let prediction_key = layout::prediction_key(path);
         let bucket = &self.config.results_bucket;
-        let existing = self.store.get_if_exists(bucket, &prediction_key).await?;
+        // Refuse oversized objects from the event alone, without downloading them.
+        let too_big = object.size.map(|size| self.limits.check_encoded_len(size));
+        let fetch_image = async {
+            match too_big {
+                Some(Err(_)) => Ok(None),
+                _ => self
+                    .store
+                    .get(&self.config.input_bucket, &object.key)
+                    .await
+                    .map(Some),
+            }
+        };
+        // Three independent round trips at once (a duplicate event wastes the image GET).
+        let (existing, current, image) = tokio::join!(
+            self.store.get_if_exists(bucket, &prediction_key),
+            self.current_classifier(),
+            fetch_image
+        );
+        let existing = existing?;
         if let Some(existing) = &existing
             && let Ok(document) = serde_json::from_slice::<PredictionDocument>(&existing.bytes)
             && document.source_etag.is_some()
@@ -160,7 +179,7 @@ impl UploadTrigger {
             });
         }
 
-        let (model_id, classifier) = self.current_classifier().await?;
+        let (model_id, classifier) = current?;
         let mut document = PredictionDocument {
             source_key: object.key.clone(),
             source_etag: object.etag.as_deref().map(unquote),
@@ -171,15 +190,9 @@ impl UploadTrigger {
             timings_ms: None,
             error: None,
         };
-        // Refuse oversized objects from the event alone, without downloading them.
-        let too_big = object.size.map(|size| self.limits.check_encoded_len(size));
-        let result = match too_big {
-            Some(Err(error)) => Err(error),
-            _ => {
-                let image = self
-                    .store
-                    .get(&self.config.input_bucket, &object.key)
-                    .await?;
+        let result = match (too_big, image?) {
+            (Some(Err(error)), _) => Err(error),
+            (_, Some(image)) => {
                 if document.source_etag.is_none() {
                     document.source_etag = image.etag.as_deref().map(unquote);
                 }
@@ -189,6 +202,11 @@ impl UploadTrigger {
                 })
                 .await
                 .map_err(|e| PipelineError::Vision(vision::VisionError::Inference(e.to_string())))?
+            }
+            (_, None) => {
+                return Err(PipelineError::Vision(vision::VisionError::Inference(
+                    "the image was neither fetched nor refused".to_owned(),
+                )));
             }
         };
         let outcome = match result {
@@ -260,7 +278,7 @@ impl UploadTrigger {
         let (model_id, classifier) = match current {
             None => (
                 "imagenet".to_owned(),
-                Classifier::imagenet(Arc::clone(&self.backbone)),
+                Classifier::imagenet(self.backbone.get().await?),
             ),
             Some(object) => {
                 let pointer: CurrentModel = parse_json(
@@ -274,8 +292,9 @@ impl UploadTrigger {
                     parse_json("head.json", bucket, &pointer.head_key, &head_object.bytes)?;
                 // A head trained at another input size needs the backbone planned for that
                 // size: built once per model change, like the classifier itself.
-                let backbone = if document.input_size == self.backbone.preprocessor().input_size() {
-                    Arc::clone(&self.backbone)
+                let loaded = self.backbone.get().await?;
+                let backbone = if document.input_size == loaded.preprocessor().input_size() {
+                    loaded
                 } else {
                     let size = document.input_size;
                     Arc::new(

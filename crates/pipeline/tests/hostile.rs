@@ -3,56 +3,27 @@
 //! bounded. The same corpus inside a training dataset is skipped and listed, and the job still
 //! succeeds. This file is its own test binary, so its allocation counter sees only this work.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod common;
+#[path = "../../vision/tests/support/peak_heap.rs"]
+mod peak_heap;
+
 use std::io::Cursor;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region};
+use common::{INPUT, LocalStack, NoLauncher, RESULTS, fixture};
 use image::{DynamicImage, ImageFormat};
-use local_s3::LocalS3;
+use peak_heap::{CURRENT, PEAK};
 use pipeline::event::object_created_event;
 use pipeline::job::JobStatus;
 use pipeline::upload::PredictionDocument;
-use pipeline::{
-    Config, S3Event, S3Store, Trainer, TrainerEvent, TrainerLauncher, TrainerOptions,
-    TrainerOutcome, UploadTrigger,
-};
-
-struct PeakCounter;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for PeakCounter {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let now = CURRENT.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
-        PEAK.fetch_max(now, Ordering::SeqCst);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        CURRENT.fetch_sub(layout.size(), Ordering::SeqCst);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use pipeline::{S3Event, Trainer, TrainerEvent, TrainerOptions, TrainerOutcome, UploadTrigger};
 
 #[global_allocator]
-static ALLOCATOR: PeakCounter = PeakCounter;
+static ALLOCATOR: peak_heap::PeakCounter = peak_heap::PeakCounter;
 
-const INPUT: &str = "input";
-const RESULTS: &str = "results";
 const MIB: usize = 1024 * 1024;
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../vision/tests/data")
-            .join(name),
-    )
-    .unwrap()
-}
 
 fn encode(image: DynamicImage, format: ImageFormat) -> Vec<u8> {
     let mut bytes = Cursor::new(Vec::new());
@@ -206,47 +177,11 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Expected)> {
     ]
 }
 
-struct NoLauncher;
-
-#[async_trait::async_trait]
-impl TrainerLauncher for NoLauncher {
-    async fn start(&self, _: &str, _: u32) -> pipeline::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_uploads_get_documents_and_hostile_datasets_still_train() {
-    let scratch = tempfile::tempdir().unwrap();
-    let server = LocalS3::start(&scratch.path().join("s3")).await.unwrap();
-    let aws = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            local_s3::ACCESS_KEY,
-            local_s3::SECRET_KEY,
-            None,
-            None,
-            "test",
-        ))
-        .endpoint_url(&server.endpoint)
-        .load()
-        .await;
-    let store = S3Store::new(&aws);
-    for bucket in [INPUT, RESULTS] {
-        store
-            .client()
-            .create_bucket()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap();
-    }
-    let config = Config::from_lookup(|name| match name {
-        "INPUT_BUCKET" => Some(INPUT.to_owned()),
-        "RESULTS_BUCKET" => Some(RESULTS.to_owned()),
-        _ => None,
-    })
-    .unwrap();
+    // `stack` keeps the scratch folder until the test ends.
+    let stack = LocalStack::start().await;
+    let (server, store, config) = (stack.server, stack.store, stack.config);
     let backbone = Arc::new(vision::Backbone::bundled().unwrap());
     let trigger = UploadTrigger::new(
         config.clone(),

@@ -2,9 +2,10 @@
 //! S3 really sends) and SES v2, started on free loopback ports and stopped when the test ends.
 //! `pip install 'moto[server]'` provides `moto_server` (`.ci/run` installs it).
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use aws_sdk_s3::types::{
     Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
     QueueConfiguration, S3KeyFilter,
 };
+use common::{BROKEN_JPEG, DATASET_FILES, fixture};
 use pipeline::job::{JobResult, JobStatus};
 use pipeline::notifier::NotifyOutcome;
 use pipeline::trainer::TrainerOutcome;
@@ -141,15 +143,6 @@ struct Stack {
     trigger: UploadTrigger,
     trainer: Trainer,
     notifier: Notifier,
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../vision/tests/data")
-            .join(name),
-    )
-    .unwrap()
 }
 
 async fn stack(options: TrainerOptions) -> Stack {
@@ -322,17 +315,7 @@ impl Stack {
     }
 
     async fn upload_dataset(&self, dataset: &str) {
-        let files = [
-            ("cat", "chelsea.jpg"),
-            ("cat", "chelsea_exif6.jpg"),
-            ("cat", "chelsea_cmyk.jpg"),
-            ("cat", "chelsea_palette.png"),
-            ("cat", "chelsea_256.png"),
-            ("coffee", "coffee.jpg"),
-            ("coffee", "coffee_progressive.jpg"),
-            ("coffee", "astronaut.jpg"),
-        ];
-        for (label, name) in files {
+        for (label, name) in DATASET_FILES {
             self.put(
                 INPUT,
                 &format!("datasets/{dataset}/{label}/{name}"),
@@ -343,7 +326,7 @@ impl Stack {
         self.put(
             INPUT,
             &format!("datasets/{dataset}/coffee/broken.jpg"),
-            b"\xff\xd8\xff\xe0 not really".to_vec(),
+            BROKEN_JPEG.to_vec(),
         )
         .await;
     }

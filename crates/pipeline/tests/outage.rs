@@ -3,92 +3,18 @@
 //! model as an uninterrupted run, every image counted once. The S3 here is `local-s3`, which
 //! keeps objects as files and so survives its own restart on the same port.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use common::{LocalStack, NoLauncher, RESULTS, upload_dataset};
 use local_s3::LocalS3;
 use pipeline::job::JobStatus;
 use pipeline::{
-    Config, ProgressObserver, S3Store, Trainer, TrainerEvent, TrainerLauncher, TrainerOptions,
-    TrainerOutcome, TrainingProgress,
+    ProgressObserver, Trainer, TrainerEvent, TrainerOptions, TrainerOutcome, TrainingProgress,
 };
-
-const INPUT: &str = "input";
-const RESULTS: &str = "results";
-
-struct NoLauncher;
-
-#[async_trait::async_trait]
-impl TrainerLauncher for NoLauncher {
-    async fn start(&self, job_id: &str, _: u32) -> pipeline::Result<()> {
-        panic!("{job_id} should not need a continuation");
-    }
-}
-
-async fn aws(endpoint: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            local_s3::ACCESS_KEY,
-            local_s3::SECRET_KEY,
-            None,
-            None,
-            "test",
-        ))
-        .endpoint_url(endpoint)
-        // Fail fast once S3 is gone; Lambda's retry is the test's second `handle`.
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
-        .load()
-        .await
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../vision/tests/data")
-            .join(name),
-    )
-    .unwrap()
-}
-
-async fn upload_dataset(store: &S3Store, dataset: &str) {
-    let files = [
-        ("cat", "chelsea.jpg"),
-        ("cat", "chelsea_exif6.jpg"),
-        ("cat", "chelsea_cmyk.jpg"),
-        ("cat", "chelsea_palette.png"),
-        ("cat", "chelsea_256.png"),
-        ("coffee", "coffee.jpg"),
-        ("coffee", "coffee_progressive.jpg"),
-        ("coffee", "astronaut.jpg"),
-    ];
-    for (label, name) in files {
-        let key = format!("datasets/{dataset}/{label}/{name}");
-        store
-            .put(INPUT, &key, fixture(name), "image/jpeg")
-            .await
-            .unwrap();
-    }
-    let key = format!("datasets/{dataset}/coffee/broken.jpg");
-    let broken = b"\xff\xd8\xff\xe0 not really".to_vec();
-    store.put(INPUT, &key, broken, "image/jpeg").await.unwrap();
-    let spec = serde_json::json!({
-        "dataset": dataset, "min_images_per_class": 2, "validation_split": 0.25, "seed": 3
-    });
-    let key = format!("jobs/{dataset}.json");
-    store
-        .put(
-            INPUT,
-            &key,
-            spec.to_string().into_bytes(),
-            "application/json",
-        )
-        .await
-        .unwrap();
-}
 
 fn event(job_id: &str) -> TrainerEvent {
     TrainerEvent {
@@ -99,29 +25,14 @@ fn event(job_id: &str) -> TrainerEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_survives_an_s3_outage_and_counts_every_image_once() {
-    let scratch = tempfile::tempdir().unwrap();
-    let root = scratch.path().join("s3");
-    let server = LocalS3::start(&root).await.unwrap();
+    // Fail fast once S3 is gone; Lambda's retry is the test's second `handle`. `stack` keeps
+    // the scratch folder until the test ends.
+    let stack = LocalStack::start_with_max_attempts(2).await;
+    let (server, store, config) = (stack.server, stack.store, stack.config);
+    let root = server.root.clone();
     let port = server.port;
-    let aws = aws(&server.endpoint).await;
-    let store = S3Store::new(&aws);
-    for bucket in [INPUT, RESULTS] {
-        store
-            .client()
-            .create_bucket()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap();
-    }
     upload_dataset(&store, "steady").await;
     upload_dataset(&store, "outage").await;
-    let config = Config::from_lookup(|name| match name {
-        "INPUT_BUCKET" => Some(INPUT.to_owned()),
-        "RESULTS_BUCKET" => Some(RESULTS.to_owned()),
-        _ => None,
-    })
-    .unwrap();
     let backbone = Arc::new(vision::Backbone::bundled().unwrap());
     let deadline = || Instant::now() + Duration::from_secs(600);
     let options = TrainerOptions {

@@ -2,6 +2,7 @@
 //! of workers rather than the dataset size. Sources (local folders, S3) only produce bytes;
 //! everything after the bytes arrive is shared.
 
+use std::ops::ControlFlow;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -103,6 +104,17 @@ impl Default for ExtractOptions {
     }
 }
 
+/// One image's result, as soon as a worker has it.
+#[derive(Debug, Clone)]
+pub enum Extracted {
+    Features {
+        key: String,
+        label: String,
+        features: Vec<f32>,
+    },
+    Skipped(SkippedImage),
+}
+
 /// Decodes, preprocesses and runs every image from `source` through the backbone.
 ///
 /// The source is drained on its own thread into a channel of `2 × workers` images, so at
@@ -114,6 +126,52 @@ pub fn extract_features<S>(
     options: &ExtractOptions,
     mut progress: impl FnMut(Progress),
 ) -> Result<FeatureSet>
+where
+    S: IntoIterator<Item = SourceItem>,
+    S::IntoIter: Send,
+{
+    let started = Instant::now();
+    let mut rows: Vec<(usize, String, String, Vec<f32>)> = Vec::new();
+    let mut skipped: Vec<(usize, SkippedImage)> = Vec::new();
+    extract_each(backbone, source, options, |sequence, extracted| {
+        match extracted {
+            Extracted::Features {
+                key,
+                label,
+                features,
+            } => rows.push((sequence, key, label, features)),
+            Extracted::Skipped(image) => skipped.push((sequence, image)),
+        }
+        progress(progress_at(
+            rows.len() + skipped.len(),
+            options.total,
+            started,
+        ));
+        ControlFlow::Continue(())
+    })?;
+    // Restore source order so training is reproducible.
+    rows.sort_by_key(|row| row.0);
+    skipped.sort_by_key(|entry| entry.0);
+    let mut set = FeatureSet {
+        skipped: skipped.into_iter().map(|(_, image)| image).collect(),
+        ..FeatureSet::default()
+    };
+    set.features.reserve(rows.len() * FEATURE_LEN);
+    for (_, key, label, features) in rows {
+        set.push(key, label, &features);
+    }
+    Ok(set)
+}
+
+/// Like [`extract_features`], but hands each result (with its position in the source) to
+/// `on_each` as it completes, so a caller can save results while the workers keep going.
+/// `on_each` returning `Break` stops the extraction early.
+pub fn extract_each<S>(
+    backbone: &Backbone,
+    source: S,
+    options: &ExtractOptions,
+    mut on_each: impl FnMut(usize, Extracted) -> ControlFlow<()>,
+) -> Result<()>
 where
     S: IntoIterator<Item = SourceItem>,
     S::IntoIter: Send,
@@ -146,7 +204,18 @@ where
             });
         }
         drop(done_tx);
-        collect(done_rx, options.total, &mut progress)
+        // Returning drops the receiver, which stops the workers at their next send; the source
+        // thread stops once they stop taking work.
+        for (sequence, outcome) in done_rx {
+            let extracted = match outcome {
+                Outcome::Extracted(extracted) => extracted,
+                Outcome::Failed(error) => return Err(error),
+            };
+            if on_each(sequence, extracted).is_break() {
+                return Ok(());
+            }
+        }
+        Ok(())
     })
 }
 
@@ -156,12 +225,7 @@ fn next_item(work: &Mutex<Receiver<(usize, SourceItem)>>) -> Option<(usize, Sour
 }
 
 enum Outcome {
-    Features {
-        key: String,
-        label: String,
-        features: Vec<f32>,
-    },
-    Skipped(SkippedImage),
+    Extracted(Extracted),
     Failed(VisionError),
 }
 
@@ -169,12 +233,12 @@ fn process(backbone: &Backbone, limits: &DecodeLimits, item: SourceItem) -> Outc
     let image = match item {
         Ok(image) => image,
         Err(failure) => {
-            return Outcome::Skipped(SkippedImage {
+            return Outcome::Extracted(Extracted::Skipped(SkippedImage {
                 key: failure.key,
                 label: failure.label,
                 kind: "fetch".to_owned(),
                 reason: failure.reason,
-            });
+            }));
         }
     };
     let preprocessor = backbone.preprocessor();
@@ -182,67 +246,36 @@ fn process(backbone: &Backbone, limits: &DecodeLimits, item: SourceItem) -> Outc
         .and_then(|decoded| preprocessor.tensor(&decoded.pixels))
         .and_then(|tensor| backbone.infer(tensor));
     match result {
-        Ok(inference) => Outcome::Features {
+        Ok(inference) => Outcome::Extracted(Extracted::Features {
             key: image.key,
             label: image.label,
             features: inference.features,
-        },
-        Err(error) if error.is_bad_image() => Outcome::Skipped(SkippedImage {
-            key: image.key,
-            label: image.label,
-            kind: error.kind().to_owned(),
-            reason: error.to_string(),
         }),
+        Err(error) if error.is_bad_image() => {
+            Outcome::Extracted(Extracted::Skipped(SkippedImage {
+                key: image.key,
+                label: image.label,
+                kind: error.kind().to_owned(),
+                reason: error.to_string(),
+            }))
+        }
         Err(error) => Outcome::Failed(error),
     }
 }
 
-/// Gathers outcomes, restoring source order so training is reproducible.
-fn collect(
-    done: Receiver<(usize, Outcome)>,
-    total: Option<usize>,
-    progress: &mut impl FnMut(Progress),
-) -> Result<FeatureSet> {
-    let started = Instant::now();
-    let mut rows: Vec<(usize, String, String, Vec<f32>)> = Vec::new();
-    let mut skipped: Vec<(usize, SkippedImage)> = Vec::new();
-    let mut count = 0usize;
-    for (sequence, outcome) in done {
-        match outcome {
-            Outcome::Features {
-                key,
-                label,
-                features,
-            } => rows.push((sequence, key, label, features)),
-            Outcome::Skipped(image) => skipped.push((sequence, image)),
-            // Dropping the receiver stops the workers at their next send.
-            Outcome::Failed(error) => return Err(error),
-        }
-        count += 1;
-        let elapsed = started.elapsed().as_secs_f64();
-        let rate = if elapsed > 0.0 {
-            count as f64 / elapsed
-        } else {
-            0.0
-        };
-        progress(Progress {
-            done: count,
-            total,
-            images_per_second: rate,
-            eta: total
-                .filter(|_| rate > 0.0)
-                .map(|total| Duration::from_secs_f64(total.saturating_sub(count) as f64 / rate)),
-        });
-    }
-    rows.sort_by_key(|row| row.0);
-    skipped.sort_by_key(|entry| entry.0);
-    let mut set = FeatureSet {
-        skipped: skipped.into_iter().map(|(_, image)| image).collect(),
-        ..FeatureSet::default()
+fn progress_at(done: usize, total: Option<usize>, started: Instant) -> Progress {
+    let elapsed = started.elapsed().as_secs_f64();
+    let rate = if elapsed > 0.0 {
+        done as f64 / elapsed
+    } else {
+        0.0
     };
-    set.features.reserve(rows.len() * FEATURE_LEN);
-    for (_, key, label, features) in rows {
-        set.push(key, label, &features);
+    Progress {
+        done,
+        total,
+        images_per_second: rate,
+        eta: total
+            .filter(|_| rate > 0.0)
+            .map(|total| Duration::from_secs_f64(total.saturating_sub(done) as f64 / rate)),
     }
-    Ok(set)
 }

@@ -13,16 +13,17 @@ pub mod metrics;
 pub mod preprocess;
 
 pub use backbone::{
-    BUNDLED_LABELS, BUNDLED_MODEL, Backbone, Classification, DEFAULT_INPUT_SIZE, FEATURE_LEN,
-    ImageInference, Inference, Prediction, Timings, softmax, top_k,
+    BUNDLED_LABELS, BUNDLED_MODEL, BUNDLED_MODEL_SHA256, BUNDLED_NNEF, Backbone, Classification,
+    DEFAULT_INPUT_SIZE, FEATURE_LEN, ImageInference, Inference, Prediction, Timings, softmax,
+    top_k,
 };
 pub use bundle::{HeadDocument, Metrics, TrainedBundle, export_onnx, train_bundle};
 pub use classifier::Classifier;
 pub use decode::{DecodeLimits, DecodedImage, ImageFormat, decode};
 pub use error::{LimitKind, Result, VisionError};
 pub use extract::{
-    ExtractOptions, FeatureSet, LabeledImage, Progress, SkippedImage, SourceFailure, SourceItem,
-    extract_features,
+    ExtractOptions, Extracted, FeatureSet, LabeledImage, Progress, SkippedImage, SourceFailure,
+    SourceItem, extract_each, extract_features,
 };
 pub use head::{EpochStats, Head, TrainConfig, TrainedHead, train_head};
 pub use metrics::{ClassMetrics, Evaluation, evaluate};

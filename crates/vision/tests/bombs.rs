@@ -2,30 +2,16 @@
 //! allocation. This file is its own test binary with one test, so the allocation counter sees
 //! only the decodes below.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+#[path = "support/peak_heap.rs"]
+mod peak_heap;
 
+use std::sync::atomic::Ordering;
+
+use peak_heap::{CURRENT, PEAK};
 use vision::{DecodeLimits, LimitKind, VisionError, decode};
 
-struct PeakCounter;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for PeakCounter {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let now = CURRENT.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
-        PEAK.fetch_max(now, Ordering::SeqCst);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        CURRENT.fetch_sub(layout.size(), Ordering::SeqCst);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: PeakCounter = PeakCounter;
+static ALLOCATOR: peak_heap::PeakCounter = peak_heap::PeakCounter;
 
 fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;

@@ -8,11 +8,14 @@ use std::sync::Arc;
 
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use pipeline::{
-    Config, LambdaLauncher, PipelineError, S3Event, S3Store, UploadTrigger, load_aws_config,
+    BackboneLoader, Config, LambdaLauncher, PipelineError, S3Event, S3Store, UploadTrigger,
+    load_aws_config,
 };
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // First: compiling the model is most of a cold start, and nothing below needs it.
+    let backbone = BackboneLoader::spawn(vision::Backbone::bundled);
     lambda_runtime::tracing::init_default_subscriber();
     let metrics = pipeline::observe::install_emf_recorder("upload-trigger")?;
     let config = Config::from_env()?;
@@ -25,8 +28,6 @@ async fn main() -> Result<(), Error> {
             hint: "the name of the trainer function, set by the SAM template",
         })?;
     let launcher = Arc::new(LambdaLauncher::new(&aws, trainer));
-    // Loaded once per container, outside the handler.
-    let backbone = Arc::new(vision::Backbone::bundled()?);
     let trigger = UploadTrigger::new(config, S3Store::new(&aws), launcher, backbone);
     run(service_fn(|event: LambdaEvent<S3Event>| {
         let trigger = &trigger;

@@ -88,7 +88,7 @@ async fn demo(args: &DemoArgs) -> Result<()> {
         Some(_) => None,
         None => Some(local_s3::LocalS3::start(&workdir.join("s3")).await?),
     };
-    let aws = aws_config(args, local_server.as_ref().map(|s| s.endpoint.as_str())).await;
+    let aws = aws_config(args, local_server.as_ref()).await;
     let region = aws
         .region()
         .map_or("us-east-1".to_owned(), |r| r.to_string());
@@ -583,32 +583,29 @@ fn init_logging(path: &Path) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
-async fn aws_config(args: &DemoArgs, local_endpoint: Option<&str>) -> aws_config::SdkConfig {
-    let region = aws_config::meta::region::RegionProviderChain::default_provider()
-        .or_else(aws_config::Region::new("us-east-1"));
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
-    match local_endpoint {
-        Some(endpoint) => {
-            loader = loader
-                .endpoint_url(endpoint)
-                .region(aws_config::Region::new("us-east-1"))
-                .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                    local_s3::ACCESS_KEY,
-                    local_s3::SECRET_KEY,
-                    None,
-                    None,
-                    "lambda-vision-demo",
-                ));
-        }
+/// The SDK's settings: local-s3's own when it runs in-process, else the usual chain (and any
+/// `--endpoint-url`). Five attempts either way, so a slow moment does not fail the demo.
+async fn aws_config(
+    args: &DemoArgs,
+    local_server: Option<&local_s3::LocalS3>,
+) -> aws_config::SdkConfig {
+    let loader = match local_server {
+        Some(server) => server.sdk_config_builder(),
         None => {
-            loader = loader.region(region);
+            let region = aws_config::meta::region::RegionProviderChain::default_provider()
+                .or_else(aws_config::Region::new("us-east-1"));
+            let mut loader =
+                aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region);
             if let Some(endpoint) = &args.endpoint_url {
                 loader = loader.endpoint_url(endpoint);
             }
+            loader
         }
-    }
-    loader.load().await
+    };
+    loader
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
+        .load()
+        .await
 }
 
 async fn ensure_bucket(store: &S3Store, bucket: &str) -> Result<()> {

@@ -1,0 +1,258 @@
+//! Backbone latency on one tensor, for the side-by-side benchmark (`bench/side_by_side.py`
+//! gives onnxruntime the same tensor). Prints one JSON object; asserts nothing.
+//!
+//! `--variant` builds the plan other ways, to compare what tract offers (see `build`);
+//! `--compare a,b,…` times several by alternating runs; `--profile` prints where the time goes,
+//! by operator and by node, with tract's per-node evaluation hook.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tract_onnx::prelude::*;
+
+#[derive(Parser)]
+struct Args {
+    /// Raw little-endian f32 tensor, 1×3×224×224 (default: chelsea.jpg preprocessed).
+    #[arg(long)]
+    tensor: Option<PathBuf>,
+    #[arg(long, default_value_t = 200)]
+    runs: usize,
+    #[arg(long, default_value = "shipped")]
+    variant: String,
+    #[arg(long)]
+    profile: bool,
+    /// Compare variants (comma-separated) by alternating single runs, so machine noise hits
+    /// all of them alike; prints a line per variant.
+    #[arg(long)]
+    compare: Option<String>,
+    /// Write the preprocessed default tensor here and exit (so onnxruntime gets the same one).
+    #[arg(long)]
+    write_tensor: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let tensor = match &args.tensor {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {path:?}"))?;
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect::<Vec<f32>>()
+        }
+        None => default_tensor()?,
+    };
+    if let Some(path) = &args.write_tensor {
+        let bytes: Vec<u8> = tensor.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(path, bytes)?;
+        return Ok(());
+    }
+    anyhow::ensure!(tensor.len() == 3 * 224 * 224, "expected 1×3×224×224 values");
+
+    if let Some(variants) = &args.compare {
+        return compare(variants, &tensor, args.runs);
+    }
+    let started = Instant::now();
+    let plan = build(&args.variant)?;
+    let load_ms = ms(started.elapsed());
+    let input = Tensor::from_shape(&[1, 3, 224, 224], &tensor)?.into_tvalue();
+    let mut state = plan.spawn()?;
+    let first = Instant::now();
+    let outputs = state.run(tvec![input.clone()])?;
+    let first_ms = ms(first.elapsed());
+    let logits: Vec<f32> = outputs[1]
+        .to_plain_array_view::<f32>()?
+        .iter()
+        .copied()
+        .collect();
+    for _ in 0..10 {
+        state.run(tvec![input.clone()])?;
+    }
+    let mut times = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        state.run(tvec![input.clone()])?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    let top1 = logits
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i);
+    println!(
+        "{}",
+        serde_json::json!({
+            "variant": args.variant,
+            "load_ms": load_ms,
+            "first_run_ms": first_ms,
+            "median_ms": ms(times[times.len() / 2]),
+            "p90_ms": ms(times[times.len() * 9 / 10]),
+            "top1": top1,
+            "logits": logits,
+        })
+    );
+    if args.profile {
+        profile(&plan, input, 50)?;
+    }
+    Ok(())
+}
+
+fn build(variant: &str) -> Result<Arc<TypedRunnableModel>> {
+    let typed = || -> TractResult<TypedModel> {
+        tract_onnx::onnx()
+            .model_for_read(&mut Cursor::new(vision::BUNDLED_MODEL))?
+            .with_input_fact(0, f32::fact([1, 3, 224, 224]).into())?
+            .with_outputs_by_name(["features", "logits"])?
+            .into_typed()
+    };
+    let nnef = || {
+        tract_nnef::nnef()
+            .with_onnx()
+            .model_for_read(&mut Cursor::new(vision::BUNDLED_NNEF))
+    };
+    let plan = match variant {
+        // What the functions run: the shipped NNEF, codegen only.
+        "shipped" => vision::Backbone::bundled()?.plan().clone(),
+        // The ONNX, parsed and fully optimised at load.
+        "onnx" => typed()?.into_optimized()?.into_runnable()?,
+        // The shipped NNEF, decluttered again before codegen.
+        "nnef-declutter" => nnef()?.into_optimized()?.into_runnable()?,
+        // tract's channels-last rewrite of every convolution.
+        "nhwc" => {
+            let mut model = typed()?;
+            let transform = tract_onnx::tract_core::transform::get_transform("conv_nhwc")?
+                .context("conv_nhwc is registered")?;
+            model.transform(&*transform)?;
+            model.into_optimized()?.into_runnable()?
+        }
+        // Where the load time goes, stage by stage (printed to stderr).
+        "split" => {
+            let started = Instant::now();
+            let proto =
+                tract_onnx::onnx().proto_model_for_read(&mut Cursor::new(vision::BUNDLED_MODEL))?;
+            let parsed = ms(started.elapsed());
+            let model = tract_onnx::onnx()
+                .model_for_proto_model(&proto)?
+                .with_input_fact(0, f32::fact([1, 3, 224, 224]).into())?
+                .with_outputs_by_name(["features", "logits"])?
+                .into_typed()?;
+            let typed_at = ms(started.elapsed());
+            let mut model = model.into_decluttered()?;
+            let decluttered = ms(started.elapsed());
+            model.optimize()?;
+            eprintln!(
+                "onnx: protobuf {parsed:.1} ms, to typed {:.1} ms, declutter {:.1} ms, codegen {:.1} ms",
+                typed_at - parsed,
+                decluttered - typed_at,
+                ms(started.elapsed()) - decluttered
+            );
+            let started = Instant::now();
+            let mut model = nnef()?;
+            let read = ms(started.elapsed());
+            model.optimize()?;
+            eprintln!(
+                "nnef: read {read:.1} ms, codegen {:.1} ms",
+                ms(started.elapsed()) - read
+            );
+            model.into_runnable()?
+        }
+        other => {
+            anyhow::bail!("unknown variant {other}: shipped, onnx, nnef-declutter, nhwc or split")
+        }
+    };
+    Ok(plan)
+}
+
+fn compare(variants: &str, tensor: &[f32], runs: usize) -> Result<()> {
+    let input = Tensor::from_shape(&[1, 3, 224, 224], tensor)?.into_tvalue();
+    let mut states = Vec::new();
+    for variant in variants.split(',') {
+        let started = Instant::now();
+        let plan = build(variant)?;
+        let load = ms(started.elapsed());
+        let mut state = plan.spawn()?;
+        for _ in 0..10 {
+            state.run(tvec![input.clone()])?;
+        }
+        states.push((variant, load, state, Vec::with_capacity(runs)));
+    }
+    for _ in 0..runs {
+        for (_, _, state, times) in states.iter_mut() {
+            let started = Instant::now();
+            state.run(tvec![input.clone()])?;
+            times.push(started.elapsed());
+        }
+    }
+    for (variant, load, _, mut times) in states {
+        times.sort();
+        println!(
+            "{variant:<10} load {load:7.1} ms  min {:6.2}  median {:6.2}  p90 {:6.2} ms",
+            ms(times[0]),
+            ms(times[times.len() / 2]),
+            ms(times[times.len() * 9 / 10])
+        );
+    }
+    Ok(())
+}
+
+fn default_tensor() -> Result<Vec<f32>> {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crates/vision/tests/data/chelsea.jpg");
+    let bytes = std::fs::read(&path)?;
+    let pre = vision::Preprocessor::new(224)?;
+    let decoded = vision::decode(
+        &bytes,
+        &vision::DecodeLimits::default(),
+        pre.resize_short_side(),
+    )?;
+    Ok(pre.tensor(&decoded.pixels)?)
+}
+
+fn profile(plan: &Arc<TypedRunnableModel>, input: TValue, iterations: u32) -> Result<()> {
+    let mut state = plan.spawn()?;
+    let mut per_node: HashMap<usize, Duration> = HashMap::new();
+    for _ in 0..iterations {
+        state.run_plan_with_eval(tvec![input.clone()], |session, op_state, node, inputs| {
+            let started = Instant::now();
+            let result = tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);
+            *per_node.entry(node.id).or_default() += started.elapsed();
+            result
+        })?;
+    }
+    let model = plan.model();
+    let mut by_op: HashMap<String, (Duration, usize)> = HashMap::new();
+    for (id, time) in &per_node {
+        let entry = by_op
+            .entry(model.node(*id).op.name().to_string())
+            .or_default();
+        entry.0 += *time / iterations;
+        entry.1 += 1;
+    }
+    let mut by_op: Vec<_> = by_op.into_iter().collect();
+    by_op.sort_by_key(|entry| std::cmp::Reverse(entry.1.0));
+    for (op, (time, count)) in by_op {
+        eprintln!("{:>8.3} ms  {count:>3}×  {op}", ms(time));
+    }
+    let mut rows: Vec<_> = per_node.into_iter().collect();
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1));
+    for (id, time) in rows.iter().take(15) {
+        let node = model.node(*id);
+        eprintln!(
+            "{:>8.3} ms  {:<18} {:<40} {:?}",
+            ms(*time / iterations),
+            node.op.name(),
+            node.name,
+            node.op.info()?
+        );
+    }
+    Ok(())
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
