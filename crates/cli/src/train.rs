@@ -21,22 +21,24 @@ pub struct TrainArgs {
     /// Where to write head.json, metrics.json and model.onnx.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    #[arg(long, default_value_t = TrainConfig::default().epochs)]
-    epochs: usize,
-    #[arg(long, default_value_t = TrainConfig::default().learning_rate)]
-    learning_rate: f32,
-    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
-    batch_size: usize,
-    #[arg(long, default_value_t = TrainConfig::default().weight_decay)]
-    weight_decay: f32,
-    /// Fraction of each label held out for validation and early stopping.
+    /// L2 penalty strengths for cross-validation to choose from, comma-separated
+    /// [default: one per decade from 1e-6 to 1].
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    penalties: Option<Vec<f64>>,
+    /// Cross-validation folds on the training split.
+    #[arg(long, default_value_t = TrainConfig::default().folds)]
+    folds: usize,
+    /// L-BFGS iterations allowed per fit.
+    #[arg(long, default_value_t = TrainConfig::default().max_iterations)]
+    max_iterations: usize,
+    /// Fraction of each label held out to score the model.
     #[arg(long, default_value_t = TrainConfig::default().validation_split)]
     validation_split: f32,
+    /// Ship exactly the scored model instead of refitting it on the validation images too.
+    #[arg(long)]
+    no_refit: bool,
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
-    /// Epochs without improvement before early stopping.
-    #[arg(long, default_value_t = TrainConfig::default().patience)]
-    patience: usize,
     #[arg(long, default_value_t = TrainConfig::default().min_images_per_class)]
     min_images_per_class: usize,
     /// Side of the square the backbone sees (a multiple of 32; the model was trained at 224).
@@ -46,13 +48,15 @@ pub struct TrainArgs {
 
 pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let config = TrainConfig {
-        epochs: args.epochs,
-        learning_rate: args.learning_rate,
-        batch_size: args.batch_size,
-        weight_decay: args.weight_decay,
+        penalties: args
+            .penalties
+            .clone()
+            .unwrap_or_else(|| TrainConfig::default().penalties),
+        folds: args.folds,
+        max_iterations: args.max_iterations,
         validation_split: args.validation_split,
+        refit_with_validation: !args.no_refit,
         seed: args.seed,
-        patience: args.patience,
         min_images_per_class: args.min_images_per_class,
     };
     config.validate()?;
@@ -61,9 +65,9 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let (set, extraction) = extract_folder(&backbone, &args.data.data, args.data.workers)?;
 
     let bar = bar(
-        config.epochs as u64,
+        config.penalties.len() as u64,
         "training",
-        "{prefix:>10} [{bar:30}] epoch {pos}/{len} {msg}",
+        "{prefix:>10} [{bar:30}] penalty {pos}/{len} {msg}",
     );
     let bundle = train_bundle(
         &backbone,
@@ -71,12 +75,13 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
         &set,
         &config,
         millis(extraction),
-        |epoch| {
-            bar.set_position(epoch.epoch as u64);
-            bar.set_message(match epoch.validation_loss {
-                Some(loss) => format!("validation loss {loss:.4}"),
-                None => format!("train loss {:.4}", epoch.train_loss),
-            });
+        |score| {
+            bar.inc(1);
+            bar.set_message(format!(
+                "λ {}: cross-validated accuracy {:.1} %",
+                score.penalty,
+                100.0 * score.cv_accuracy
+            ));
         },
     )?;
     bar.finish_and_clear();
@@ -90,14 +95,31 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
         metrics.images.validation,
         metrics.images.skipped
     );
+    let chosen = &metrics.chosen_penalty;
     eprintln!(
-        "{} accuracy {:.2} %, macro-F1 {:.3} (best epoch {} of {})",
+        "L2 penalty {} chosen by {}-fold cross-validation: cross-validated accuracy {:.2} %, log-loss {:.4}",
+        chosen.penalty,
+        config.folds,
+        100.0 * chosen.cv_accuracy,
+        chosen.cv_log_loss
+    );
+    eprintln!(
+        "{} accuracy {:.2} %, macro-F1 {:.3}{}",
         metrics.evaluated_on,
         100.0 * metrics.evaluation.accuracy,
         metrics.evaluation.macro_f1,
-        metrics.best_epoch,
-        metrics.history.len()
+        if metrics.refitted_with_validation {
+            " (then refitted on all images)"
+        } else {
+            ""
+        }
     );
+    if !metrics.solver.converged {
+        eprintln!(
+            "warning: the final fit stopped at --max-iterations {} before converging",
+            config.max_iterations
+        );
+    }
     for class in &metrics.evaluation.per_class {
         eprintln!(
             "  {:<20} precision {:.3}  recall {:.3}  f1 {:.3}  support {}",

@@ -73,7 +73,12 @@ fn train_eval_and_classify_with_the_trained_head() {
         serde_json::from_slice(&std::fs::read(model.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["skipped"][0]["kind"], "unsupported_format");
     assert_eq!(metrics["images"]["skipped"], 1);
-    assert!(metrics["history"].as_array().is_some_and(|h| !h.is_empty()));
+    assert_eq!(
+        metrics["penalty_search"].as_array().map(Vec::len),
+        Some(7),
+        "every default penalty is scored"
+    );
+    assert!(metrics["chosen_penalty"]["cv_accuracy"].as_f64().is_some());
     let head: serde_json::Value =
         serde_json::from_slice(&std::fs::read(model.join("head.json")).unwrap()).unwrap();
     assert_eq!(head["labels"], serde_json::json!(["cat", "coffee"]));
@@ -181,8 +186,8 @@ fn training_errors_are_clear() {
         images.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-        "--epochs",
-        "0",
+        "--folds",
+        "1",
     ]);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("`epochs`"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("`folds`"));
 }

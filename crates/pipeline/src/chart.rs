@@ -1,4 +1,5 @@
-//! The report's inline chart: training curves on the left, the confusion matrix on the right.
+//! The report's inline chart: the penalty search on the left (cross-validated log-loss and
+//! accuracy for each penalty, weakest penalty on the right), the confusion matrix on the right.
 //! Drawn directly with the `image` crate: plotters would need system fonts for its axes, and
 //! the email carries the numbers as text anyway.
 
@@ -8,55 +9,61 @@ use vision::Metrics;
 const WIDTH: u32 = 720;
 const HEIGHT: u32 = 300;
 const PAD: u32 = 20;
-const TRAIN: Rgb<u8> = Rgb([31, 119, 180]);
+const CHOSEN: Rgb<u8> = Rgb([31, 119, 180]);
 const VALIDATION: Rgb<u8> = Rgb([255, 127, 14]);
 const ACCURACY: Rgb<u8> = Rgb([44, 160, 44]);
 const AXIS: Rgb<u8> = Rgb([120, 120, 120]);
 
-/// A PNG of the loss/accuracy curves and the confusion matrix.
+/// A PNG of the penalty search and the confusion matrix.
 pub fn render_png(metrics: &Metrics) -> Vec<u8> {
     let mut image = RgbImage::from_pixel(WIDTH, HEIGHT, Rgb([255, 255, 255]));
     let plot = (PAD, PAD, WIDTH / 2 - 2 * PAD, HEIGHT - 2 * PAD);
     draw_axes(&mut image, plot);
-    let history = &metrics.history;
-    let max_loss = history
+    // Weakest penalty on the right, like a training curve: fit grows left to right.
+    let mut search = metrics.penalty_search.clone();
+    search.sort_by(|a, b| b.penalty.total_cmp(&a.penalty));
+    let max_loss = search
         .iter()
-        .flat_map(|e| [Some(e.train_loss), e.validation_loss])
-        .flatten()
+        .map(|s| s.cv_log_loss as f32)
         .fold(f32::EPSILON, f32::max);
-    let series: [(Rgb<u8>, Vec<f32>, f32); 3] = [
-        (
-            TRAIN,
-            history.iter().map(|e| e.train_loss).collect(),
-            max_loss,
-        ),
+    let series: [(Rgb<u8>, Vec<f32>, f32); 2] = [
         (
             VALIDATION,
-            history.iter().filter_map(|e| e.validation_loss).collect(),
+            search.iter().map(|s| s.cv_log_loss as f32).collect(),
             max_loss,
         ),
         (
             ACCURACY,
-            history
-                .iter()
-                .filter_map(|e| e.validation_accuracy)
-                .collect(),
+            search.iter().map(|s| s.cv_accuracy as f32).collect(),
             1.0,
         ),
     ];
+    let x_of = |i: usize| plot.0 + (i as u32 * plot.2) / (search.len().max(2) as u32 - 1);
     for (colour, values, max) in series {
         let points: Vec<(i64, i64)> = values
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                let x = plot.0 + (i as u32 * plot.2) / (values.len().max(2) as u32 - 1);
                 let y = plot.1 + plot.3 - ((v / max).clamp(0.0, 1.0) * plot.3 as f32) as u32;
-                (i64::from(x), i64::from(y))
+                (i64::from(x_of(i)), i64::from(y))
             })
             .collect();
         for pair in points.windows(2) {
             draw_line(&mut image, pair[0], pair[1], colour);
         }
+    }
+    // A vertical marker at the chosen penalty.
+    if let Some(chosen) = search
+        .iter()
+        .position(|s| s.penalty == metrics.chosen_penalty.penalty)
+    {
+        let x = i64::from(x_of(chosen));
+        draw_line(
+            &mut image,
+            (x, i64::from(plot.1)),
+            (x, i64::from(plot.1 + plot.3)),
+            CHOSEN,
+        );
     }
 
     let confusion = &metrics.evaluation.confusion;

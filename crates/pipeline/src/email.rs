@@ -92,6 +92,10 @@ pub fn render(result: &JobResult, metrics: Option<&Metrics>) -> Report {
         // One list of figures, written once as text lines and once as table rows.
         let rows = [
             ("Validation accuracy", percent(summary.validation_accuracy)),
+            (
+                "Cross-validated accuracy",
+                format!("{} (training split)", percent(summary.cv_accuracy)),
+            ),
             ("Macro-F1", format!("{:.3}", summary.macro_f1)),
             (
                 "Images",
@@ -101,8 +105,8 @@ pub fn render(result: &JobResult, metrics: Option<&Metrics>) -> Report {
                 ),
             ),
             (
-                "Best epoch",
-                format!("{} of {}", summary.best_epoch, summary.epochs_run),
+                "L2 penalty",
+                format!("{} (chosen by cross-validation)", summary.penalty),
             ),
             ("Continuations", result.continuations.to_string()),
         ];
@@ -139,7 +143,7 @@ pub fn render(result: &JobResult, metrics: Option<&Metrics>) -> Report {
             ));
         }
         html.push_str("</table>");
-        html.push_str("<h3>Training curve and confusion matrix</h3><p><img src=\"cid:chart\" alt=\"training curve (left: training loss in blue, validation loss in orange, validation accuracy in green) and confusion matrix (right: rows are true labels, columns predictions, darker is more)\"></p>");
+        html.push_str("<h3>Penalty search and confusion matrix</h3><p><img src=\"cid:chart\" alt=\"penalty search (left: cross-validated log-loss in orange and accuracy in green, strongest L2 penalty on the left, the chosen penalty marked in blue) and confusion matrix (right: rows are true labels, columns predictions, darker is more)\"></p>");
         if !metrics.skipped.is_empty() {
             text.push_str(&format!("\nSkipped images ({}):\n", metrics.skipped.len()));
             html.push_str(&format!(
@@ -241,8 +245,8 @@ mod tests {
                 images_train: 1,
                 images_validation: 1,
                 images_skipped: 0,
-                best_epoch: 1,
-                epochs_run: 1,
+                penalty: 0.001,
+                cv_accuracy: 0.5,
                 duration_ms: 1.0,
             }),
             continuations: 0,

@@ -20,20 +20,19 @@ pub struct JobSpec {
     /// Who gets the report (at most 10); empty means the stack's default recipients.
     #[serde(default)]
     pub notify: Vec<String>,
-    #[serde(default = "defaults::epochs")]
-    pub epochs: usize,
-    #[serde(default = "defaults::learning_rate")]
-    pub learning_rate: f32,
-    #[serde(default = "defaults::batch_size")]
-    pub batch_size: usize,
-    #[serde(default = "defaults::weight_decay")]
-    pub weight_decay: f32,
+    /// L2 penalty strengths cross-validation chooses from (see `vision::TrainConfig`).
+    #[serde(default = "defaults::penalties")]
+    pub penalties: Vec<f64>,
+    #[serde(default = "defaults::folds")]
+    pub folds: usize,
+    #[serde(default = "defaults::max_iterations")]
+    pub max_iterations: usize,
     #[serde(default = "defaults::validation_split")]
     pub validation_split: f32,
+    #[serde(default = "defaults::refit_with_validation")]
+    pub refit_with_validation: bool,
     #[serde(default = "defaults::seed")]
     pub seed: u64,
-    #[serde(default = "defaults::patience")]
-    pub patience: usize,
     /// Side of the square the backbone sees: a multiple of 32 from 96 to 512.
     #[serde(default = "defaults::input_size")]
     pub input_size: u32,
@@ -41,28 +40,35 @@ pub struct JobSpec {
     pub min_images_per_class: usize,
 }
 
+/// Fields of earlier versions, trained by gradient descent for epochs. A spec that still has one
+/// fails with a message saying what replaced it rather than "unknown field".
+const REMOVED_FIELDS: [&str; 5] = [
+    "epochs",
+    "learning_rate",
+    "batch_size",
+    "weight_decay",
+    "patience",
+];
+
 mod defaults {
     use vision::TrainConfig;
-    pub fn epochs() -> usize {
-        TrainConfig::default().epochs
+    pub fn penalties() -> Vec<f64> {
+        TrainConfig::default().penalties
     }
-    pub fn learning_rate() -> f32 {
-        TrainConfig::default().learning_rate
+    pub fn folds() -> usize {
+        TrainConfig::default().folds
     }
-    pub fn batch_size() -> usize {
-        TrainConfig::default().batch_size
-    }
-    pub fn weight_decay() -> f32 {
-        TrainConfig::default().weight_decay
+    pub fn max_iterations() -> usize {
+        TrainConfig::default().max_iterations
     }
     pub fn validation_split() -> f32 {
         TrainConfig::default().validation_split
     }
+    pub fn refit_with_validation() -> bool {
+        TrainConfig::default().refit_with_validation
+    }
     pub fn seed() -> u64 {
         TrainConfig::default().seed
-    }
-    pub fn patience() -> usize {
-        TrainConfig::default().patience
     }
     pub fn input_size() -> u32 {
         vision::DEFAULT_INPUT_SIZE
@@ -87,12 +93,17 @@ impl JobSpec {
         let mut deserializer = serde_json::Deserializer::from_slice(bytes);
         let spec: JobSpec = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let path = e.path().to_string();
-            let reason = e.inner().to_string();
+            let mut reason = e.inner().to_string();
             let field = if path == "." {
                 field_of(&reason)
             } else {
                 Some(path)
             };
+            if let Some(removed) = field.as_deref().filter(|f| REMOVED_FIELDS.contains(f)) {
+                reason = format!(
+                    "`{removed}` is no longer used: the head is now solved to convergence (L-BFGS) and its L2 penalty chosen by cross-validation, so there are no epochs or learning rate to set; remove the field (to steer regularisation, set `penalties`)"
+                );
+            }
             PipelineError::InvalidSpec { field, reason }
         })?;
         spec.validate()?;
@@ -137,13 +148,12 @@ impl JobSpec {
 
     pub fn train_config(&self) -> TrainConfig {
         TrainConfig {
-            epochs: self.epochs,
-            learning_rate: self.learning_rate,
-            batch_size: self.batch_size,
-            weight_decay: self.weight_decay,
+            penalties: self.penalties.clone(),
+            folds: self.folds,
+            max_iterations: self.max_iterations,
             validation_split: self.validation_split,
+            refit_with_validation: self.refit_with_validation,
             seed: self.seed,
-            patience: self.patience,
             min_images_per_class: self.min_images_per_class,
         }
     }
@@ -232,8 +242,10 @@ pub struct TrainingSummary {
     pub images_train: usize,
     pub images_validation: usize,
     pub images_skipped: usize,
-    pub best_epoch: usize,
-    pub epochs_run: usize,
+    /// The L2 penalty cross-validation chose, and its cross-validated accuracy on the
+    /// training split (beside `validation_accuracy`, on images no fit saw).
+    pub penalty: f64,
+    pub cv_accuracy: f64,
     pub duration_ms: f64,
 }
 
@@ -250,23 +262,49 @@ mod tests {
     }
 
     #[test]
-    fn the_design_example_parses() {
+    fn every_field_parses() {
         let spec = JobSpec::parse(
             br#"{ "dataset": "flowers", "notify": ["owner@example.com"],
-                  "epochs": 30, "learning_rate": 0.01, "batch_size": 64, "weight_decay": 0.0001,
-                  "validation_split": 0.2, "seed": 42, "input_size": 224, "min_images_per_class": 5 }"#,
+                  "penalties": [0.001, 0.1], "folds": 4, "max_iterations": 300,
+                  "validation_split": 0.2, "refit_with_validation": false, "seed": 42,
+                  "input_size": 224, "min_images_per_class": 5 }"#,
         )
         .unwrap();
         assert_eq!(spec.notify, ["owner@example.com"]);
+        let config = spec.train_config();
+        assert_eq!(config.penalties, [0.001, 0.1]);
+        assert_eq!((config.folds, config.max_iterations), (4, 300));
+        assert!(!config.refit_with_validation);
+    }
+
+    /// The design brief's example spec (gradient-descent knobs) fails, naming the first
+    /// removed field and what replaced it.
+    #[test]
+    fn removed_fields_say_what_replaced_them() {
+        for field in REMOVED_FIELDS {
+            let spec = format!(r#"{{"dataset":"flowers","{field}":1}}"#);
+            match JobSpec::parse(spec.as_bytes()) {
+                Err(PipelineError::InvalidSpec {
+                    field: Some(f),
+                    reason,
+                }) => {
+                    assert_eq!(f, field);
+                    assert!(reason.contains("no longer used"), "{reason}");
+                    assert!(reason.contains("`penalties`"), "{reason}");
+                }
+                other => panic!("{field}: {other:?}"),
+            }
+        }
     }
 
     #[test]
     fn errors_name_the_field() {
-        let cases: [(&[u8], &str); 9] = [
+        let cases: [(&[u8], &str); 10] = [
             (br#"{"dataset":"f","epoch":3}"#, "epoch"),
             (br#"{"dataset":"f","epochs":0}"#, "epochs"),
-            (br#"{"dataset":"f","epochs":"ten"}"#, "epochs"),
-            (br#"{"dataset":"f","learning_rate":5}"#, "learning_rate"),
+            (br#"{"dataset":"f","folds":1}"#, "folds"),
+            (br#"{"dataset":"f","folds":"ten"}"#, "folds"),
+            (br#"{"dataset":"f","penalties":[0.1,-1]}"#, "penalties"),
             (br#"{"dataset":"f","input_size":225}"#, "input_size"),
             (br#"{"dataset":"../etc"}"#, "dataset"),
             (

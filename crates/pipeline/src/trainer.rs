@@ -49,11 +49,11 @@ pub enum TrainingProgress {
     DatasetListed { total: usize, cached: usize },
     /// One more image went through the backbone (`done` counts cached ones too).
     ImageExtracted { done: usize, total: usize },
-    /// One epoch of head training ended.
-    EpochFinished {
-        epoch: usize,
-        max_epochs: usize,
-        validation_accuracy: Option<f32>,
+    /// Cross-validation scored one more of the `total` penalty strengths.
+    PenaltyScored {
+        done: usize,
+        total: usize,
+        cv_accuracy: f64,
     },
 }
 
@@ -302,18 +302,20 @@ impl Trainer {
         let extraction_ms = extraction.as_secs_f64() * 1000.0;
         let progress = self.options.progress.clone();
         let bundle = tokio::task::spawn_blocking(move || {
+            let mut scored = 0;
             vision::train_bundle(
                 &backbone,
                 BUNDLED_MODEL,
                 &set,
                 &config,
                 extraction_ms,
-                |epoch| {
+                |score| {
+                    scored += 1;
                     if let Some(observer) = &progress {
-                        (observer.0)(TrainingProgress::EpochFinished {
-                            epoch: epoch.epoch,
-                            max_epochs: config.epochs,
-                            validation_accuracy: epoch.validation_accuracy,
+                        (observer.0)(TrainingProgress::PenaltyScored {
+                            done: scored,
+                            total: config.penalties.len(),
+                            cv_accuracy: score.cv_accuracy,
                         });
                     }
                 },
@@ -671,8 +673,8 @@ impl Trainer {
                 images_train: metrics.images.train,
                 images_validation: metrics.images.validation,
                 images_skipped: metrics.images.skipped,
-                best_epoch: metrics.best_epoch,
-                epochs_run: metrics.history.len(),
+                penalty: metrics.chosen_penalty.penalty,
+                cv_accuracy: metrics.chosen_penalty.cv_accuracy,
                 duration_ms: duration.as_secs_f64() * 1000.0,
             }),
             continuations,

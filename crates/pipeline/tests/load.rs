@@ -124,7 +124,7 @@ async fn a_thousand_events_keep_the_heap_flat_and_five_thousand_images_train() {
         .buffer_unordered(16)
         .collect::<Vec<()>>()
         .await;
-    let spec = serde_json::json!({"dataset": "big", "epochs": 5});
+    let spec = serde_json::json!({"dataset": "big", "penalties": [0.01]});
     store
         .put(
             INPUT,

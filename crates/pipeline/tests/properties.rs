@@ -94,26 +94,26 @@ proptest! {
 
     #[test]
     fn specs_are_accepted_exactly_when_every_field_is_in_range(
-        epochs in 0usize..1200,
-        learning_rate in -0.5f32..1.5,
-        batch_size in 0usize..5000,
+        folds in 0usize..25,
+        max_iterations in 0usize..12_000,
+        penalty in -0.5f64..150.0,
         validation_split in -0.1f32..0.7,
         input_size in 64u32..600,
         recipients in 0usize..13,
     ) {
         let spec = json!({
             "dataset": "pets",
-            "epochs": epochs,
-            "learning_rate": learning_rate,
-            "batch_size": batch_size,
+            "folds": folds,
+            "max_iterations": max_iterations,
+            "penalties": [0.01, penalty],
             "validation_split": validation_split,
             "input_size": input_size,
             "notify": (0..recipients).map(|i| format!("owner{i}@example.com")).collect::<Vec<_>>(),
         });
         let fields_in_range = [
-            ("epochs", (1..=1000).contains(&epochs)),
-            ("learning_rate", learning_rate > 0.0 && learning_rate <= 1.0),
-            ("batch_size", (1..=4096).contains(&batch_size)),
+            ("folds", (2..=20).contains(&folds)),
+            ("max_iterations", (10..=10_000).contains(&max_iterations)),
+            ("penalties", penalty > 0.0 && penalty <= 100.0),
             ("validation_split", (0.0..=0.5).contains(&validation_split)),
             ("input_size", (96..=512).contains(&input_size) && input_size % 32 == 0),
             ("notify", recipients <= 10),

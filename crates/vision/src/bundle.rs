@@ -12,7 +12,7 @@ use tract_onnx::pb::{self, AttributeProto, NodeProto, TensorProto};
 use crate::backbone::{Backbone, FEATURE_LEN};
 use crate::error::{Result, VisionError};
 use crate::extract::{FeatureSet, SkippedImage};
-use crate::head::{EpochStats, Head, TrainConfig, train_head};
+use crate::head::{Head, PenaltyScore, SolverReport, TrainConfig, train_head};
 use crate::metrics::{Evaluation, evaluate};
 use crate::preprocess::{IMAGENET_MEAN, IMAGENET_STD};
 
@@ -109,11 +109,17 @@ impl HeadDocument {
 /// `metrics.json`: how the run went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
-    /// On the validation split (on the training split when nothing was held out).
+    /// The head fitted on the training split, scored on the validation split (on the
+    /// training split when nothing was held out).
     pub evaluation: Evaluation,
     pub evaluated_on: String,
-    pub history: Vec<EpochStats>,
-    pub best_epoch: usize,
+    /// The penalty cross-validation chose, with its cross-validated accuracy and log-loss.
+    pub chosen_penalty: PenaltyScore,
+    /// Every penalty tried, strongest first.
+    pub penalty_search: Vec<PenaltyScore>,
+    pub solver: SolverReport,
+    /// True when the shipped head was refitted on training and validation images together.
+    pub refitted_with_validation: bool,
     pub images: ImageCounts,
     pub skipped: Vec<SkippedImage>,
     pub config: TrainConfig,
@@ -171,10 +177,10 @@ pub fn train_bundle(
     set: &FeatureSet,
     config: &TrainConfig,
     extraction_ms: f64,
-    on_epoch: impl FnMut(&EpochStats),
+    on_penalty: impl FnMut(&PenaltyScore),
 ) -> Result<TrainedBundle> {
     let started = Instant::now();
-    let trained = train_head(set, config, on_epoch)?;
+    let trained = train_head(set, config, on_penalty)?;
     let head_training_ms = started.elapsed().as_secs_f64() * 1000.0;
     let (rows, evaluated_on) = if trained.split.validation.is_empty() {
         (&trained.split.train, "train")
@@ -184,13 +190,15 @@ pub fn train_bundle(
     let truth: Vec<usize> = rows.iter().map(|&r| trained.targets[r]).collect();
     let predicted: Vec<usize> = rows
         .iter()
-        .map(|&r| trained.head.predict(set.row(r)))
+        .map(|&r| trained.scored_head.predict(set.row(r)))
         .collect();
     let metrics = Metrics {
         evaluation: evaluate(&truth, &predicted, &trained.head.labels),
         evaluated_on: evaluated_on.to_owned(),
-        history: trained.history,
-        best_epoch: trained.best_epoch,
+        chosen_penalty: trained.chosen,
+        penalty_search: trained.penalty_scores,
+        solver: trained.solver,
+        refitted_with_validation: trained.refitted_with_validation,
         images: ImageCounts {
             train: trained.split.train.len(),
             validation: trained.split.validation.len(),

@@ -97,6 +97,9 @@ pub enum VisionError {
     #[error("invalid head: {0}")]
     InvalidHead(String),
 
+    #[error("head training failed: {0}")]
+    HeadTraining(String),
+
     #[error(
         "the model was trained on backbone {expected} but the running backbone is {actual}; retrain the head or load the matching backbone"
     )]
@@ -139,6 +142,7 @@ impl VisionError {
             VisionError::NotEnoughLabels { .. } => "not_enough_labels",
             VisionError::TooFewImages { .. } => "too_few_images",
             VisionError::InvalidHead(_) => "invalid_head",
+            VisionError::HeadTraining(_) => "head_training",
             VisionError::BackboneMismatch { .. } => "backbone_mismatch",
             VisionError::BundleIo { .. } => "bundle_io",
             VisionError::BundleFormat { .. } => "bundle_format",

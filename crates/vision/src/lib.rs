@@ -25,6 +25,8 @@ pub use extract::{
     ExtractOptions, Extracted, FeatureSet, LabeledImage, Progress, SkippedImage, SourceFailure,
     SourceItem, extract_each, extract_features,
 };
-pub use head::{EpochStats, Head, TrainConfig, TrainedHead, train_head};
+pub use head::{
+    DEFAULT_PENALTIES, Head, PenaltyScore, SolverReport, TrainConfig, TrainedHead, train_head,
+};
 pub use metrics::{ClassMetrics, Evaluation, evaluate};
 pub use preprocess::{IMAGENET_MEAN, IMAGENET_STD, Preprocessor};

@@ -408,10 +408,10 @@ impl TrainingBars {
                     bar.set_position(done as u64);
                 }
             }
-            TrainingProgress::EpochFinished {
-                epoch,
-                max_epochs,
-                validation_accuracy,
+            TrainingProgress::PenaltyScored {
+                done,
+                total,
+                cv_accuracy,
             } => {
                 let bar = match current(&self.training) {
                     Some(bar) => bar,
@@ -419,15 +419,16 @@ impl TrainingBars {
                         if let Some(extraction) = current(&self.extraction) {
                             extraction.finish();
                         }
-                        let bar = self.ui.add(bar(max_epochs as u64, "train"));
+                        let bar = self.ui.add(bar(total as u64, "train"));
                         replace(&self.training, bar.clone());
                         bar
                     }
                 };
-                bar.set_position(epoch as u64);
-                if let Some(accuracy) = validation_accuracy {
-                    bar.set_message(format!("validation accuracy {:.1} %", accuracy * 100.0));
-                }
+                bar.set_position(done as u64);
+                bar.set_message(format!(
+                    "penalty {done}/{total}: cross-validated accuracy {:.1} %",
+                    cv_accuracy * 100.0
+                ));
             }
         }
     }
@@ -644,13 +645,16 @@ impl Summary<'_> {
         println!();
         match (&result.status, &result.summary) {
             (JobStatus::Succeeded, Some(summary)) => println!(
-                "job {}: validation accuracy {:.1} % on {} images ({} trained, {} skipped), macro-F1 {:.3}",
+                "job {}: validation accuracy {:.1} % on {} images ({} trained, {} skipped), macro-F1 {:.3}; \
+                 L2 penalty {} chosen by cross-validation ({:.1} % cross-validated accuracy)",
                 self.job_id,
                 summary.validation_accuracy * 100.0,
                 summary.images_validation,
                 summary.images_train,
                 summary.images_skipped,
-                summary.macro_f1
+                summary.macro_f1,
+                summary.penalty,
+                summary.cv_accuracy * 100.0
             ),
             _ => println!(
                 "job {}: FAILED: {}",
