@@ -14,8 +14,8 @@ into a fixed test set and a training pool per class:
 
 `export(name, root, ...)` writes `<root>/<name>/test/<label>/<id>.png` and
 `<root>/<name>/pool/<label>/<id>.png`, where the pool lists each class in a seeded order;
-`subset(...)` hard-links the first `m` pool images of each class into `<root>/<name>/train-<m>/`,
-so every size is a superset of the smaller ones.
+`subset(...)` hard-links `m` pool images of each class into `<root>/<name>/train-<m>-<r>/`: the
+first `m` for repeat 0 (so every size is a superset of the smaller ones), a seeded draw for others.
 """
 import json
 import os
@@ -92,12 +92,15 @@ def export(name, root, cache, seed=0):
     return {"name": name, "test_per_class": n_test, "pool_per_class": n_pool}
 
 
-def subset(root, name, per_class):
-    """Hard-link the first `per_class` pool images of every class into train-<m>/."""
-    out = root / name / f"train-{per_class}"
+def subset(root, name, per_class, repeat=0):
+    """Hard-link `per_class` pool images of every class into train-<m>-<repeat>/: the first ones
+    for repeat 0, a seeded draw from the whole pool for the others."""
+    out = root / name / f"train-{per_class}-{repeat}"
     shutil.rmtree(out, ignore_errors=True)
+    rng = np.random.default_rng(1000 + repeat)
     for folder in sorted((root / name / "pool").iterdir()):
-        files = sorted(folder.iterdir())[:per_class]
+        files = sorted(folder.iterdir())
+        files = files[:per_class] if repeat == 0 else [files[i] for i in sorted(rng.permutation(len(files))[:per_class])]
         if len(files) < per_class:
             raise ValueError(f"{folder} has {len(files)} images, fewer than {per_class}")
         (out / folder.name).mkdir(parents=True)

@@ -40,7 +40,8 @@ impl RowBasis {
         let mut factor_rows: Vec<Vec<f64>> = vec![Vec::new(); n];
         let mut rank = 0;
         for k in 0..n {
-            let Some(pivot) = (k..n).max_by(|&a, &b| residual[order[a]].total_cmp(&residual[order[b]]))
+            let Some(pivot) =
+                (k..n).max_by(|&a, &b| residual[order[a]].total_cmp(&residual[order[b]]))
             else {
                 break;
             };
@@ -79,7 +80,11 @@ impl RowBasis {
 
     /// Feature-space weights (`classes × features`) for weights fitted on the coordinates
     /// (`classes × r`): `W = Z L₁₁⁻¹ X_pivots`.
-    pub fn to_features(&self, weights: ArrayView2<'_, f64>, rows: ArrayView2<'_, f64>) -> Array2<f64> {
+    pub fn to_features(
+        &self,
+        weights: ArrayView2<'_, f64>,
+        rows: ArrayView2<'_, f64>,
+    ) -> Array2<f64> {
         let rank = self.pivots.len();
         let mut solved = weights.to_owned();
         // Solve M L₁₁ = Z for M, one class row at a time (back substitution: L₁₁ is lower).
@@ -114,7 +119,7 @@ mod tests {
         // Row 11 repeats row 3 and row 10 is a combination of rows 0 and 1: rank 10.
         let copy = rows.row(3).to_owned();
         rows.row_mut(11).assign(&copy);
-        let combined = &rows.row(0) * 2.0 - &rows.row(1);
+        let combined = &rows.row(0) * 2.0 - rows.row(1);
         rows.row_mut(10).assign(&combined);
         let basis = RowBasis::new(rows.view());
         assert_eq!(basis.rank(), 10);

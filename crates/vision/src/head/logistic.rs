@@ -170,12 +170,15 @@ fn log_sum_exp(values: impl Iterator<Item = f64> + Clone) -> f64 {
     max + values.map(|v| (v - max).exp()).sum::<f64>().ln()
 }
 
+/// Parameters, cost and gradient of one evaluation.
+type Evaluation = (Vec<f64>, f64, Vec<f64>);
+
 /// The function argmin minimises. L-BFGS and its line search ask for the cost and the gradient
 /// at the same point in separate calls, so the last evaluation is kept.
 struct Objective<'p, 'a> {
     problem: &'p Problem<'a>,
     penalty: f64,
-    last: RefCell<Option<(Vec<f64>, f64, Vec<f64>)>>,
+    last: RefCell<Option<Evaluation>>,
 }
 
 impl Objective<'_, '_> {
@@ -216,7 +219,9 @@ mod tests {
     fn toy() -> (Array2<f64>, Vec<usize>) {
         let rows = Array2::from_shape_vec(
             (6, 2),
-            vec![1.0, 0.2, 0.9, -0.1, -1.0, 0.1, -0.8, 0.0, 0.1, 1.0, -0.1, 0.9],
+            vec![
+                1.0, 0.2, 0.9, -0.1, -1.0, 0.1, -0.8, 0.0, 0.1, 1.0, -0.1, 0.9,
+            ],
         )
         .unwrap();
         (rows, vec![0, 0, 1, 1, 2, 2])
@@ -238,7 +243,11 @@ mod tests {
             let numeric = (problem.loss_and_gradient(&up, 0.3).0
                 - problem.loss_and_gradient(&down, 0.3).0)
                 / 2e-6;
-            assert!((numeric - gradient[i]).abs() < 1e-6, "{i}: {numeric} vs {}", gradient[i]);
+            assert!(
+                (numeric - gradient[i]).abs() < 1e-6,
+                "{i}: {numeric} vs {}",
+                gradient[i]
+            );
         }
     }
 

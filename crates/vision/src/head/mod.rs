@@ -75,11 +75,7 @@ impl TrainConfig {
                 format!("{} values given, 1–20 allowed", self.penalties.len()),
             );
         }
-        if let Some(bad) = self
-            .penalties
-            .iter()
-            .find(|p| !(**p > 0.0 && **p <= 100.0))
-        {
+        if let Some(bad) = self.penalties.iter().find(|p| !(**p > 0.0 && **p <= 100.0)) {
             return invalid("penalties", format!("{bad} is outside (0, 100]"));
         }
         if !(2..=20).contains(&self.folds) {
@@ -177,7 +173,6 @@ impl Head {
     }
 }
 
-
 /// How well one penalty strength did in cross-validation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PenaltyScore {
@@ -204,7 +199,6 @@ pub struct Split {
     pub train: Vec<usize>,
     pub validation: Vec<usize>,
 }
-
 
 /// The outcome of [`train_head`].
 #[derive(Debug, Clone)]
@@ -262,7 +256,6 @@ pub fn stratified_split(targets: &[usize], classes: usize, fraction: f32, seed: 
     split.validation.sort_unstable();
     split
 }
-
 
 /// Assigns every training row a fold (`0..folds`): each class is shuffled with the seed and
 /// dealt round-robin, continuing where the previous class stopped, so folds stay within one
@@ -486,10 +479,7 @@ impl CrossValidation<'_> {
                 let (start, end) = folds[f];
                 let problem = Problem {
                     blocks: vec![
-                        (
-                            self.design.slice(s![..start, ..]),
-                            &self.targets[..start],
-                        ),
+                        (self.design.slice(s![..start, ..]), &self.targets[..start]),
                         (self.design.slice(s![end.., ..]), &self.targets[end..]),
                     ],
                     classes: self.classes,
@@ -624,7 +614,6 @@ fn standardisation(set: &FeatureSet, rows: &[usize]) -> (Vec<f32>, Vec<f32>) {
     (mean, std)
 }
 
-
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     // Eight independent accumulators let the compiler vectorise while keeping a fixed order.
     let mut lanes = [0.0f32; 8];
@@ -639,7 +628,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-
 /// Index of the largest value; the first one on ties.
 pub fn argmax(values: &[f32]) -> usize {
     let mut best = 0;
@@ -650,7 +638,6 @@ pub fn argmax(values: &[f32]) -> usize {
     }
     best
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -792,13 +779,13 @@ mod tests {
         });
         let direct = Problem::new(x.view(), &targets, 2)
             .fit(0.05, None, 2000)
-        .unwrap();
+            .unwrap();
         let basis = RowBasis::new(x.view());
         let reduced = Problem::new(basis.coordinates.view(), &targets, 2)
             .fit(0.05, None, 2000)
-        .unwrap();
-        let z = ArrayView2::from_shape((2, basis.rank()), &reduced.params[..2 * basis.rank()])
             .unwrap();
+        let z =
+            ArrayView2::from_shape((2, basis.rank()), &reduced.params[..2 * basis.rank()]).unwrap();
         let mapped = basis.to_features(z, x.view());
         for (a, b) in mapped.iter().zip(&direct.params[..2 * FEATURE_LEN]) {
             assert!((a - b).abs() < 1e-3, "{a} vs {b}");
@@ -812,7 +799,9 @@ mod tests {
         for fold in 0..5 {
             let size = folds.iter().filter(|&&f| f == fold).count();
             assert!((10..=11).contains(&size), "fold {fold}: {size}");
-            let minority = (0..53).filter(|&i| folds[i] == fold && targets[i] == 1).count();
+            let minority = (0..53)
+                .filter(|&i| folds[i] == fold && targets[i] == 1)
+                .count();
             assert!((2..=3).contains(&minority), "fold {fold}: {minority}");
         }
         assert_eq!(folds, stratified_folds(&targets, 2, 5, 3));
