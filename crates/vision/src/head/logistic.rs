@@ -18,7 +18,7 @@ use crate::error::{Result, VisionError};
 const HISTORY: usize = 10;
 /// Stop when the gradient's L2 norm falls below this; the objective is a mean over images,
 /// so the tolerance does not depend on the dataset's size.
-const GRADIENT_TOLERANCE: f64 = 1e-5;
+const GRADIENT_TOLERANCE: f64 = 1e-4;
 /// ...or when an iteration improves the objective by less than this fraction.
 const COST_TOLERANCE: f64 = 1e-10;
 
