@@ -21,8 +21,9 @@ use ndarray::{Array2, ArrayView2, Axis};
 const RANK_TOLERANCE: f64 = 1e-10;
 
 pub(super) struct RowBasis {
-    /// `n × r` coordinates of the training rows, in the rows' original order.
-    pub coordinates: Array2<f64>,
+    /// `n × r` coordinates of the training rows, in the rows' original order (f32, like the
+    /// features they stand for; computed in f64).
+    pub coordinates: Array2<f32>,
     /// The `r` rows whose span is the basis, in pivot order.
     pivots: Vec<usize>,
     /// `r × r` lower-triangular factor of those rows' Gram matrix.
@@ -30,9 +31,10 @@ pub(super) struct RowBasis {
 }
 
 impl RowBasis {
-    pub fn new(rows: ArrayView2<'_, f64>) -> Self {
+    pub fn new(rows: ArrayView2<'_, f32>) -> Self {
         let n = rows.nrows();
-        let gram = rows.dot(&rows.t());
+        let wide = rows.mapv(f64::from);
+        let gram = wide.dot(&wide.t());
         let mut residual: Vec<f64> = (0..n).map(|i| gram[[i, i]]).collect();
         let tolerance = RANK_TOLERANCE * residual.iter().copied().fold(0.0, f64::max);
         let mut order: Vec<usize> = (0..n).collect();
@@ -72,7 +74,7 @@ impl RowBasis {
         }
         let factor = coordinates.select(Axis(0), &order[..rank]);
         RowBasis {
-            coordinates,
+            coordinates: coordinates.mapv(|v| v as f32),
             pivots: order[..rank].to_vec(),
             factor,
         }
@@ -83,7 +85,7 @@ impl RowBasis {
     pub fn to_features(
         &self,
         weights: ArrayView2<'_, f64>,
-        rows: ArrayView2<'_, f64>,
+        rows: ArrayView2<'_, f32>,
     ) -> Array2<f64> {
         let rank = self.pivots.len();
         let mut solved = weights.to_owned();
@@ -94,7 +96,7 @@ impl RowBasis {
                 row[j] = (row[j] - later) / self.factor[[j, j]];
             }
         }
-        solved.dot(&rows.select(Axis(0), &self.pivots))
+        solved.dot(&rows.select(Axis(0), &self.pivots).mapv(f64::from))
     }
 
     pub fn rank(&self) -> usize {
@@ -113,9 +115,13 @@ mod tests {
         Array2::from_shape_fn((rows, columns), |_| rng.random::<f64>() - 0.5)
     }
 
+    fn random_f32(rows: usize, columns: usize, seed: u64) -> Array2<f32> {
+        random(rows, columns, seed).mapv(|v| v as f32)
+    }
+
     #[test]
     fn coordinates_keep_every_inner_product() {
-        let mut rows = random(12, 40, 1);
+        let mut rows = random_f32(12, 40, 1);
         // Row 11 repeats row 3 and row 10 is a combination of rows 0 and 1: rank 10.
         let copy = rows.row(3).to_owned();
         rows.row_mut(11).assign(&copy);
@@ -126,25 +132,25 @@ mod tests {
         let expected = rows.dot(&rows.t());
         let actual = basis.coordinates.dot(&basis.coordinates.t());
         for (a, e) in actual.iter().zip(&expected) {
-            assert!((a - e).abs() < 1e-9, "{a} vs {e}");
+            assert!((a - e).abs() < 1e-5, "{a} vs {e}");
         }
         assert!(basis.factor.iter().all(|v| v.is_finite()));
     }
 
     #[test]
     fn weights_map_back_to_the_same_scores() {
-        let rows = random(8, 30, 2);
+        let rows = random_f32(8, 30, 2);
         let basis = RowBasis::new(rows.view());
         let weights = random(3, basis.rank(), 3);
         let mapped = basis.to_features(weights.view(), rows.view());
         assert_eq!(mapped.dim(), (3, 30));
-        let in_coordinates = basis.coordinates.dot(&weights.t());
-        let in_features = rows.dot(&mapped.t());
+        let in_coordinates = basis.coordinates.mapv(f64::from).dot(&weights.t());
+        let in_features = rows.mapv(f64::from).dot(&mapped.t());
         for (a, b) in in_coordinates.iter().zip(&in_features) {
-            assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
         // Same penalty: an orthonormal change of basis keeps the norm.
         let norm = |m: &Array2<f64>| m.iter().map(|v| v * v).sum::<f64>();
-        assert!((norm(&weights) - norm(&mapped)).abs() < 1e-9);
+        assert!((norm(&weights) - norm(&mapped)).abs() < 1e-5);
     }
 }
