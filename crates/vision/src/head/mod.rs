@@ -301,6 +301,18 @@ pub fn train_head_on(
     set: &FeatureSet,
     config: &TrainConfig,
     threads: usize,
+    on_penalty: impl FnMut(&PenaltyScore),
+) -> Result<TrainedHead> {
+    train_with_search_limit(set, config, threads, CV_MAX_IMAGES, on_penalty)
+}
+
+/// The training itself, with the penalty search limited to `search_limit` training images
+/// ([`CV_MAX_IMAGES`] outside tests, which lower it to exercise the sampling).
+fn train_with_search_limit(
+    set: &FeatureSet,
+    config: &TrainConfig,
+    threads: usize,
+    search_limit: usize,
     mut on_penalty: impl FnMut(&PenaltyScore),
 ) -> Result<TrainedHead> {
     config.validate()?;
@@ -329,10 +341,10 @@ pub fn train_head_on(
     let train_targets_unordered: Vec<usize> = split.train.iter().map(|&r| targets[r]).collect();
     let mut fold_of =
         stratified_folds(&train_targets_unordered, classes, config.folds, config.seed);
-    // Past CV_MAX_IMAGES, the search sees a stratified, seeded sample; the rest sort last
+    // Past the search limit, the search sees a stratified, seeded sample; the rest sort last
     // (as fold number `folds`) and join only the final fits.
-    if split.train.len() > CV_MAX_IMAGES {
-        let fraction = 1.0 - CV_MAX_IMAGES as f32 / split.train.len() as f32;
+    if split.train.len() > search_limit {
+        let fraction = 1.0 - search_limit as f32 / split.train.len() as f32;
         let left_out = stratified_split(
             &train_targets_unordered,
             classes,
@@ -812,6 +824,31 @@ mod tests {
         for (a, b) in mapped.iter().zip(&direct.params[..2 * FEATURE_LEN]) {
             assert!((a - b).abs() < 1e-3, "{a} vs {b}");
         }
+    }
+
+    /// Past the limit, cross-validation scores a stratified sample (so every score is a count
+    /// out of the sample's size), while the shipped head still learns from every image.
+    #[test]
+    fn the_search_samples_large_training_sets() {
+        let set = clustered(3, 40, 8.0, 15);
+        let config = TrainConfig {
+            validation_split: 0.0,
+            ..small_grid()
+        };
+        let limited = train_with_search_limit(&set, &config, 2, 60, |_| {}).unwrap();
+        for score in &limited.penalty_scores {
+            let correct = score.cv_accuracy * 60.0;
+            assert!((correct - correct.round()).abs() < 1e-9, "{score:?}");
+        }
+        let full = train_with_search_limit(&set, &config, 2, 1000, |_| {}).unwrap();
+        assert_ne!(limited.penalty_scores, full.penalty_scores);
+        assert_eq!(limited.split.train.len(), 120);
+        let again = train_with_search_limit(&set, &config, 1, 60, |_| {}).unwrap();
+        assert_eq!(bits(&limited.head), bits(&again.head));
+        let correct = (0..set.len())
+            .filter(|&row| limited.head.predict(set.row(row)) == limited.targets[row])
+            .count();
+        assert!(correct >= 114, "{correct} of 120 training images");
     }
 
     #[test]
