@@ -143,9 +143,10 @@ impl<'a> Problem<'a> {
                 .chunks(BLOCK * columns.max(1))
                 .zip(targets.chunks(BLOCK))
             {
-                let chunk_rows: Vec<&[f32]> = chunk.chunks(columns.max(1)).collect();
+                let (row_slots, count) = block_rows(chunk, columns);
+                let chunk_rows = &row_slots[..count];
                 let scores = &mut scores[..chunk_rows.len() * classes];
-                block_logits(&chunk_rows, weights, bias, scores);
+                block_logits(chunk_rows, weights, bias, scores);
                 // Turn each row's scores into its residual (P − Y) / n.
                 for (row_scores, &target) in scores.chunks_mut(classes).zip(chunk_targets) {
                     let log_sum = log_sum_exp(row_scores.iter().copied());
@@ -155,16 +156,15 @@ impl<'a> Problem<'a> {
                     }
                     row_scores[target] -= 1.0 / n;
                 }
+                let mut residuals = [0.0; BLOCK];
+                let residuals = &mut residuals[..chunk_rows.len()];
                 for class in 0..classes {
-                    let residuals: Vec<f64> = scores
-                        .iter()
-                        .skip(class)
-                        .step_by(classes)
-                        .copied()
-                        .collect();
+                    for (residual, row_scores) in residuals.iter_mut().zip(scores.chunks(classes)) {
+                        *residual = row_scores[class];
+                    }
                     add_rows(
-                        &residuals,
-                        &chunk_rows,
+                        residuals,
+                        chunk_rows,
                         &mut weight_gradient[class * columns..(class + 1) * columns],
                     );
                     bias_gradient[class] += residuals.iter().sum::<f64>();
@@ -193,10 +193,23 @@ pub(super) fn logits(rows: ArrayView2<'_, f32>, params: &[f64], classes: usize) 
         .chunks(BLOCK * columns.max(1))
         .zip(scores.chunks_mut(BLOCK * classes))
     {
-        let chunk_rows: Vec<&[f32]> = chunk.chunks(columns.max(1)).collect();
-        block_logits(&chunk_rows, weights, bias, chunk_scores);
+        let (row_slots, count) = block_rows(chunk, columns);
+        block_logits(&row_slots[..count], weights, bias, chunk_scores);
     }
     out
+}
+
+/// Up to [`BLOCK`] rows of a row-major chunk as slices, and how many there are: no
+/// allocation, as this runs once per block of rows in every evaluation.
+#[inline(always)]
+fn block_rows(chunk: &[f32], columns: usize) -> ([&[f32]; BLOCK], usize) {
+    let mut rows: [&[f32]; BLOCK] = [&[]; BLOCK];
+    let mut count = 0;
+    for (slot, row) in rows.iter_mut().zip(chunk.chunks(columns.max(1))) {
+        *slot = row;
+        count += 1;
+    }
+    (rows, count)
 }
 
 /// `scores[r * classes + c] = bias[c] + rows[r] · weights[c]` for up to [`BLOCK`] rows.

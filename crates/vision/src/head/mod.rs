@@ -336,7 +336,7 @@ fn train_with_search_limit(
     let split = stratified_split(&targets, classes, config.validation_split, config.seed);
     let (feature_mean, feature_std) = standardisation(set, &split.train);
 
-    // One standardised f64 copy of the features, ordered so that every block a fit needs is
+    // One standardised f32 copy of the features, ordered so that every block a fit needs is
     // contiguous: the training rows grouped by fold, then the validation rows.
     let train_targets_unordered: Vec<usize> = split.train.iter().map(|&r| targets[r]).collect();
     let mut fold_of =
