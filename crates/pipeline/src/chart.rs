@@ -19,9 +19,9 @@ pub fn render_png(metrics: &Metrics) -> Vec<u8> {
     let mut image = RgbImage::from_pixel(WIDTH, HEIGHT, Rgb([255, 255, 255]));
     let plot = (PAD, PAD, WIDTH / 2 - 2 * PAD, HEIGHT - 2 * PAD);
     draw_axes(&mut image, plot);
-    // Weakest penalty on the right, like a training curve: fit grows left to right.
-    let mut search = metrics.penalty_search.clone();
-    search.sort_by(|a, b| b.penalty.total_cmp(&a.penalty));
+    // `penalty_search` is strongest first, so the weakest penalty lands on the right, like a
+    // training curve: fit grows left to right.
+    let search = &metrics.penalty_search;
     let max_loss = search
         .iter()
         .map(|s| s.cv_log_loss as f32)
