@@ -61,9 +61,8 @@ impl PipelineError {
         match self {
             PipelineError::UnsafeName { .. } => "unsafe_name",
             PipelineError::InvalidSpec { .. } => "invalid_spec",
-            PipelineError::MissingConfig { .. } | PipelineError::InvalidConfig { .. } => {
-                "configuration"
-            }
+            PipelineError::MissingConfig { .. } => "missing_config",
+            PipelineError::InvalidConfig { .. } => "invalid_config",
             PipelineError::NotFound { .. } => "not_found",
             PipelineError::AlreadyExists { .. } => "already_exists",
             PipelineError::S3 { .. } => "s3",
@@ -85,3 +84,126 @@ impl PipelineError {
 }
 
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+/// What Lambda reports for a failed invocation (CloudWatch, the dead-letter queue, `sam local
+/// invoke`): `errorType` is the stable kind in PascalCase (`S3`, `InvalidConfig`, `Email`, …) so
+/// alarms and replays can match on it, and `errorMessage` is one line. The SDK's full error chain
+/// was logged where the error was made.
+impl From<PipelineError> for lambda_runtime::Diagnostic {
+    fn from(error: PipelineError) -> Self {
+        tracing::error!(kind = error.kind(), %error, "invocation failed");
+        lambda_runtime::Diagnostic {
+            error_type: pascal_case(error.kind()),
+            error_message: one_line(&error.to_string()),
+        }
+    }
+}
+
+/// `limit_exceeded` → `LimitExceeded`, `s3` → `S3`.
+fn pascal_case(snake: &str) -> String {
+    snake
+        .split('_')
+        .flat_map(|word| {
+            let mut chars = word.chars();
+            chars
+                .next()
+                .map(|first| first.to_ascii_uppercase())
+                .into_iter()
+                .chain(chars)
+        })
+        .collect()
+}
+
+/// Line breaks (from a server's message, say) become spaces.
+fn one_line(text: &str) -> String {
+    text.split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One line saying why an AWS request failed, for error documents and Lambda's `errorMessage`:
+/// the service's error code and message, or what kept the request from completing. The SDK's
+/// `DisplayErrorContext` also dumps the raw HTTP response, so that goes to the log only.
+pub(crate) fn describe_sdk_error<E, R>(error: &aws_sdk_s3::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    use aws_sdk_s3::error::SdkError;
+    tracing::warn!(error = %aws_sdk_s3::error::DisplayErrorContext(error), "AWS request failed");
+    let summary = match error {
+        SdkError::ServiceError(context) => {
+            let service_error = context.err();
+            match (service_error.code(), service_error.message()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.to_owned(),
+                _ => source_chain(service_error),
+            }
+        }
+        SdkError::TimeoutError(_) => "the request timed out".to_owned(),
+        other => source_chain(other),
+    };
+    one_line(&summary)
+}
+
+/// An error and its sources, `: `-separated, repeats dropped.
+fn source_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lambda_sees_a_stable_kind_and_one_line() {
+        let error = PipelineError::S3 {
+            operation: "GetObject",
+            bucket: "in".into(),
+            key: "images/a.jpg".into(),
+            message: "NoSuchBucket: The specified bucket\ndoes not exist".into(),
+        };
+        let diagnostic = lambda_runtime::Diagnostic::from(error);
+        assert_eq!(diagnostic.error_type, "S3");
+        assert_eq!(
+            diagnostic.error_message,
+            "S3 GetObject on s3://in/images/a.jpg failed: NoSuchBucket: The specified bucket does not exist"
+        );
+        let missing = PipelineError::MissingConfig {
+            name: "INPUT_BUCKET",
+            hint: "set it",
+        };
+        assert_eq!(
+            lambda_runtime::Diagnostic::from(missing).error_type,
+            "MissingConfig"
+        );
+        let invalid = PipelineError::InvalidConfig {
+            name: "MAX_CONTINUATIONS",
+            reason: "x".into(),
+        };
+        assert_eq!(
+            lambda_runtime::Diagnostic::from(invalid).error_type,
+            "InvalidConfig"
+        );
+        let vision = PipelineError::Vision(vision::VisionError::Empty);
+        assert_eq!(lambda_runtime::Diagnostic::from(vision).error_type, "Empty");
+    }
+
+    #[test]
+    fn kinds_become_pascal_case() {
+        assert_eq!(pascal_case("s3"), "S3");
+        assert_eq!(pascal_case("limit_exceeded"), "LimitExceeded");
+        assert_eq!(pascal_case("email"), "Email");
+    }
+}

@@ -1,51 +1,8 @@
-//! S3 event notifications → work items. Our own small serde types rather than
-//! `aws_lambda_events`' S3 event: those require `userIdentity` and `requestParameters`, which
-//! some S3-compatible servers (and moto) omit, and we need only the bucket, key, size and ETag.
+//! S3 event notifications → work items. The functions take `aws_lambda_events`' S3 event, the
+//! type Lambda's own Rust tooling defines; this module turns its records into decoded objects
+//! and keeps the notification rules of `template.yaml`.
 
-use serde::Deserialize;
-
-/// The event a Lambda function receives from S3 (possibly several records).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct S3Event {
-    #[serde(rename = "Records", default)]
-    pub records: Vec<S3EventRecord>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct S3EventRecord {
-    #[serde(default)]
-    pub event_name: String,
-    #[serde(default)]
-    pub event_time: String,
-    pub s3: S3Entity,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct S3Entity {
-    pub bucket: S3Bucket,
-    pub object: S3Object,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct S3Bucket {
-    pub name: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct S3Object {
-    /// URL-encoded, as S3 sends it (`+` for spaces).
-    pub key: String,
-    #[serde(default)]
-    pub size: Option<u64>,
-    #[serde(default, rename = "eTag")]
-    pub etag: Option<String>,
-    #[serde(default)]
-    pub version_id: Option<String>,
-    #[serde(default)]
-    pub sequencer: Option<String>,
-}
+pub use aws_lambda_events::event::s3::S3Event;
 
 /// One object that was created, with its key decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,26 +15,57 @@ pub struct CreatedObject {
     pub sequencer: Option<String>,
 }
 
-impl S3Event {
-    /// The created objects of this event; other event types (deletes, `s3:TestEvent`) are
-    /// dropped. Keys that do not decode to UTF-8 are returned as errors, per record.
-    pub fn created_objects(&self) -> Vec<Result<CreatedObject, String>> {
-        self.records
-            .iter()
-            .filter(|r| r.event_name.starts_with("ObjectCreated:"))
-            .map(|r| {
-                let key = decode_key(&r.s3.object.key)?;
-                Ok(CreatedObject {
-                    bucket: r.s3.bucket.name.clone(),
-                    key,
-                    size: r.s3.object.size,
-                    etag: r.s3.object.etag.clone(),
-                    version_id: r.s3.object.version_id.clone(),
-                    sequencer: r.s3.object.sequencer.clone(),
-                })
+/// The created objects of `event`; other event types (deletes, restores) are dropped. A record
+/// without a bucket or key, or whose key does not decode to UTF-8, is an error of its own.
+pub fn created_objects(event: &S3Event) -> Vec<Result<CreatedObject, String>> {
+    event
+        .records
+        .iter()
+        .filter(|r| {
+            r.event_name
+                .as_deref()
+                .is_some_and(|name| name.starts_with("ObjectCreated:"))
+        })
+        .map(|r| {
+            let bucket =
+                r.s3.bucket
+                    .name
+                    .clone()
+                    .ok_or("a record without a bucket name")?;
+            let raw_key =
+                r.s3.object
+                    .key
+                    .as_deref()
+                    .ok_or("a record without an object key")?;
+            Ok(CreatedObject {
+                bucket,
+                key: decode_key(raw_key)?,
+                size: r.s3.object.size.and_then(|size| u64::try_from(size).ok()),
+                etag: r.s3.object.e_tag.clone(),
+                version_id: r.s3.object.version_id.clone(),
+                sequencer: r.s3.object.sequencer.clone(),
             })
-            .collect()
+        })
+        .collect()
+}
+
+/// Parses a notification that a relay (the demo, the tests) received from an S3-compatible
+/// server rather than from Lambda. Such servers (moto among them) omit `userIdentity` and
+/// `requestParameters`, which S3 always sends and `aws_lambda_events` requires; they are filled
+/// in empty here, at the relay, so the functions' input type stays as strict as Lambda's.
+/// `None` for the `s3:TestEvent` a server sends when notifications are configured.
+pub fn relayed_event(mut value: serde_json::Value) -> Result<Option<S3Event>, serde_json::Error> {
+    let Some(records) = value.get_mut("Records").and_then(|r| r.as_array_mut()) else {
+        return Ok(None);
+    };
+    for record in records.iter_mut().filter_map(|r| r.as_object_mut()) {
+        for section in ["userIdentity", "requestParameters"] {
+            record
+                .entry(section)
+                .or_insert_with(|| serde_json::json!({}));
+        }
     }
+    serde_json::from_value(value).map(Some)
 }
 
 /// The Lambda function an S3 notification goes to.
@@ -240,7 +228,7 @@ mod tests {
     fn generated_events_parse_like_real_ones() {
         let event = object_created_event("us-east-1", "in", "images/a b.jpg", 42, "\"abc\"", 7);
         let event: S3Event = serde_json::from_value(event).unwrap();
-        let objects = event.created_objects();
+        let objects = created_objects(&event);
         let object = objects[0].as_ref().unwrap();
         assert_eq!(object.key, "images/a b.jpg");
         assert_eq!(object.size, Some(42));
@@ -272,15 +260,35 @@ mod tests {
     }
 
     #[test]
-    fn tolerates_missing_optional_sections_and_test_events() {
+    fn relays_fill_in_what_local_servers_omit_and_drop_test_events() {
         let moto_style = r#"{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","eventName":"ObjectCreated:Put",
+            "eventTime":"2026-12-05T10:00:00.000Z",
             "s3":{"bucket":{"name":"in"},"object":{"key":"images%2Fa.jpg","size":12}}}]}"#;
-        let event: S3Event = serde_json::from_str(moto_style).unwrap();
-        let objects = event.created_objects();
+        // The functions' own input type refuses it, as Lambda's runtime would...
+        assert!(serde_json::from_str::<S3Event>(moto_style).is_err());
+        // ...and the relay completes it.
+        let event = relayed_event(serde_json::from_str(moto_style).unwrap())
+            .unwrap()
+            .unwrap();
+        let objects = created_objects(&event);
         assert_eq!(objects[0].as_ref().unwrap().key, "images/a.jpg");
-        let test_event: S3Event =
-            serde_json::from_str(r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"in"}"#)
-                .unwrap();
-        assert!(test_event.created_objects().is_empty());
+        let test_event =
+            serde_json::json!({"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"in"});
+        assert!(relayed_event(test_event).unwrap().is_none());
+    }
+
+    #[test]
+    fn records_without_a_key_are_errors_of_their_own() {
+        let mut event = object_created_event("us-east-1", "in", "images/a.jpg", 1, "e", 1);
+        let second = event["Records"][0].clone();
+        event["Records"].as_array_mut().unwrap().push(second);
+        event["Records"][0]["s3"]["object"]
+            .as_object_mut()
+            .unwrap()
+            .remove("key");
+        let event: S3Event = serde_json::from_value(event).unwrap();
+        let objects = created_objects(&event);
+        assert!(objects[0].is_err());
+        assert_eq!(objects[1].as_ref().unwrap().key, "images/a.jpg");
     }
 }

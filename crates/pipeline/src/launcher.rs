@@ -50,9 +50,7 @@ impl TrainerLauncher for LambdaLauncher {
             .payload(aws_sdk_lambda::primitives::Blob::new(payload))
             .send()
             .await
-            .map_err(|e| {
-                PipelineError::Invoke(aws_sdk_lambda::error::DisplayErrorContext(&e).to_string())
-            })?;
+            .map_err(|e| PipelineError::Invoke(crate::error::describe_sdk_error(&e)))?;
         Ok(())
     }
 }

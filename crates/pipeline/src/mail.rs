@@ -65,9 +65,7 @@ impl Mailer for SesMailer {
             .content(EmailContent::builder().raw(raw).build())
             .send()
             .await
-            .map_err(|e| {
-                PipelineError::Email(aws_sdk_sesv2::error::DisplayErrorContext(&e).to_string())
-            })?;
+            .map_err(|e| PipelineError::Email(crate::error::describe_sdk_error(&e)))?;
         Ok(output.message_id().unwrap_or_default().to_owned())
     }
 }

@@ -14,7 +14,7 @@ use tracing::{Instrument, info, warn};
 use crate::config::Config;
 use crate::email::{build_message, render};
 use crate::error::{PipelineError, Result};
-use crate::event::S3Event;
+use crate::event::{S3Event, created_objects};
 use crate::job::{JobResult, JobStatus};
 use crate::layout;
 use crate::mail::{Mailer, OutgoingEmail};
@@ -69,7 +69,7 @@ impl Notifier {
     pub async fn handle(&self, event: &S3Event) -> Result<Vec<NotifyOutcome>> {
         let mut outcomes = Vec::new();
         let mut failure = None;
-        for object in event.created_objects().into_iter().flatten() {
+        for object in created_objects(event).into_iter().flatten() {
             let span = tracing::info_span!("record", bucket = %object.bucket, key = %object.key);
             let outcome = match layout::parse_result_key(&object.key) {
                 Ok(Some(job_id)) if object.bucket == self.config.results_bucket => {

@@ -3,7 +3,7 @@
 //! failures) and the SDK's standard retries with backoff.
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use futures::stream::{self, Stream, StreamExt};
 
@@ -307,11 +307,13 @@ fn s3_error<E>(
     error: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
 ) -> PipelineError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let status = error.raw_response().map(|r| r.status().as_u16());
+    // A missing bucket is a broken deployment, not a missing object: report it as S3 says it.
+    let missing_bucket = error.as_service_error().and_then(|e| e.code()) == Some("NoSuchBucket");
     match status {
-        Some(404) => PipelineError::NotFound {
+        Some(404) if !missing_bucket => PipelineError::NotFound {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
         },
@@ -324,7 +326,7 @@ where
             operation,
             bucket: bucket.to_owned(),
             key: key.to_owned(),
-            message: DisplayErrorContext(&error).to_string(),
+            message: crate::error::describe_sdk_error(&error),
         },
     }
 }

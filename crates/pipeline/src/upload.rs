@@ -9,7 +9,7 @@ use vision::{Backbone, Classifier, DecodeLimits, HeadDocument, Prediction};
 
 use crate::config::Config;
 use crate::error::{PipelineError, Result};
-use crate::event::{CreatedObject, S3Event};
+use crate::event::{CreatedObject, S3Event, created_objects};
 use crate::job::{ErrorInfo, JobResult, JobSpec, JobStatus};
 use crate::launcher::TrainerLauncher;
 use crate::layout::{self, InputKey};
@@ -96,7 +96,7 @@ impl UploadTrigger {
     pub async fn handle(&self, event: &S3Event) -> Result<Vec<RecordOutcome>> {
         let mut outcomes = Vec::new();
         let mut transient = None;
-        for object in event.created_objects() {
+        for object in created_objects(event) {
             let object = match object {
                 Ok(object) => object,
                 Err(reason) => {

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use pipeline::S3Event;
+use pipeline::event::created_objects;
 use pipeline::layout::{InputKey, parse_result_key};
 
 fn event(name: &str) -> S3Event {
@@ -14,8 +15,7 @@ fn event(name: &str) -> S3Event {
 }
 
 fn routes(name: &str) -> Vec<InputKey> {
-    event(name)
-        .created_objects()
+    created_objects(&event(name))
         .into_iter()
         .map(|o| InputKey::parse(&o.unwrap().key).unwrap())
         .collect()
@@ -55,7 +55,7 @@ fn input_bucket_events_route_to_images_and_jobs() {
             },
         ]
     );
-    let objects = event("image-upload.json").created_objects();
+    let objects = created_objects(&event("image-upload.json"));
     let object = objects[0].as_ref().unwrap();
     assert_eq!(object.size, Some(35_042));
     assert!(object.etag.is_some());
@@ -63,7 +63,7 @@ fn input_bucket_events_route_to_images_and_jobs() {
 
 #[test]
 fn the_result_event_routes_to_the_notifier() {
-    let objects = event("result-created.json").created_objects();
+    let objects = created_objects(&event("result-created.json"));
     let key = &objects[0].as_ref().unwrap().key;
     assert_eq!(
         parse_result_key(key).unwrap().as_deref(),

@@ -4,7 +4,7 @@
 // rustc's default query depth.
 #![recursion_limit = "256"]
 
-use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use lambda_runtime::{Diagnostic, Error, LambdaEvent, run, service_fn};
 use pipeline::{Config, Notifier, S3Event, S3Store, load_aws_config, mailer_for};
 
 #[tokio::main]
@@ -24,7 +24,7 @@ async fn main() -> Result<(), Error> {
             let outcomes = notifier.handle(&event.payload).await;
             let _ = metrics.flush(std::io::stdout());
             let outcomes = outcomes?;
-            Ok::<_, Error>(serde_json::json!({ "records": outcomes.len() }))
+            Ok::<_, Diagnostic>(serde_json::json!({ "records": outcomes.len() }))
         }
     }))
     .await

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use lambda_runtime::{Diagnostic, Error, LambdaEvent, run, service_fn};
 use pipeline::{
     Config, LambdaLauncher, PipelineError, S3Store, Trainer, TrainerEvent, TrainerOptions,
     load_aws_config,
@@ -43,7 +43,7 @@ async fn main() -> Result<(), Error> {
             let outcome = trainer.handle(&event.payload, deadline).await;
             let _ = metrics.flush(std::io::stdout());
             let outcome = outcome?;
-            Ok::<_, Error>(serde_json::json!({ "outcome": format!("{outcome:?}").chars().take(500).collect::<String>() }))
+            Ok::<_, Diagnostic>(serde_json::json!({ "outcome": format!("{outcome:?}").chars().take(500).collect::<String>() }))
         }
     }))
     .await

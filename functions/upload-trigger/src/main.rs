@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use lambda_runtime::{Diagnostic, Error, LambdaEvent, run, service_fn};
 use pipeline::{
     BackboneLoader, Config, LambdaLauncher, PipelineError, S3Event, S3Store, UploadTrigger,
     load_aws_config,
@@ -36,7 +36,7 @@ async fn main() -> Result<(), Error> {
             // One EMF line per invocation; stdout goes to CloudWatch Logs.
             let _ = metrics.flush(std::io::stdout());
             let outcomes = outcomes?;
-            Ok::<_, Error>(serde_json::json!({ "records": outcomes.len() }))
+            Ok::<_, Diagnostic>(serde_json::json!({ "records": outcomes.len() }))
         }
     }))
     .await
