@@ -53,9 +53,10 @@ impl S3Store {
     /// A store for `config`. Any endpoint override (moto, s3s, MinIO) gets path-style
     /// addressing, since local servers cannot serve `bucket.host` names.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
+        let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
         let overridden = config.endpoint_url().is_some()
-            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
-            || std::env::var_os("AWS_ENDPOINT_URL").is_some();
+            || set("AWS_ENDPOINT_URL_S3")
+            || set("AWS_ENDPOINT_URL");
         let s3_config = aws_sdk_s3::config::Builder::from(config)
             .force_path_style(overridden)
             .build();
