@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -199,8 +200,6 @@ class Stack:
         self.sqs = client("sqs", MOTO_URL)
         self.ses = client("sesv2", MOTO_URL)
         self.lambda_ = client("lambda", LAMBDA_URL)
-        import urllib.request
-
         urllib.request.urlopen(urllib.request.Request(f"{MOTO_URL}/moto-api/reset", method="POST"))
         self.s3.create_bucket(Bucket=INPUT)
         if with_results_bucket:
@@ -282,8 +281,7 @@ class Stack:
         return json.loads(response["Payload"].read() or b"null")
 
     def sent_emails(self) -> list:
-        import urllib.request
-
+        """Messages moto's SES accepted (simple and raw)."""
         with urllib.request.urlopen(f"{MOTO_URL}/moto-api/data.json") as response:
             data = json.loads(response.read())
         return [m for kind in ("Message", "RawMessage") for m in data.get("ses", {}).get(kind, [])]

@@ -4,6 +4,7 @@ an invocation fails. See conftest.py for the machinery."""
 
 import json
 import time
+from urllib.parse import unquote_plus
 
 import pytest
 
@@ -51,8 +52,6 @@ def sample_event(name: str) -> dict:
 
 def upload_what_the_event_announces(stack: Stack, event: dict) -> list[str]:
     """Puts every object a sample event names, so the function finds what S3 promised it."""
-    from urllib.parse import unquote_plus
-
     keys = []
     for record in event["Records"]:
         key = unquote_plus(record["s3"]["object"]["key"])

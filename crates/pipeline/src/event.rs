@@ -49,7 +49,7 @@ pub fn created_objects(event: &S3Event) -> Vec<Result<CreatedObject, String>> {
         .collect()
 }
 
-/// Parses a notification that a relay (the demo, the tests) received from an S3-compatible
+/// Parses a notification that a relay (the moto tests) received from an S3-compatible
 /// server rather than from Lambda. Such servers (moto among them) omit `userIdentity` and
 /// `requestParameters`, which S3 always sends and `aws_lambda_events` requires; they are filled
 /// in empty here, at the relay, so the functions' input type stays as strict as Lambda's.

@@ -100,7 +100,7 @@ impl UploadTrigger {
             let object = match object {
                 Ok(object) => object,
                 Err(reason) => {
-                    warn!(%reason, "skipping a record whose key cannot be decoded");
+                    warn!(%reason, "skipping a record that names no usable object");
                     continue;
                 }
             };
