@@ -9,6 +9,7 @@ The suite plays `sam build`'s part from cargo's debug binaries (a release `sam b
 --config-env local` left in .aws-sam/build instead.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -139,20 +140,25 @@ def built():
         lay_out_as_sam_build()
 
 
+@contextlib.contextmanager
+def serving(command: list, port: int, seconds: float, **popen):
+    """Runs a server until the block ends (also when a test fails), once it listens on
+    BRIDGE:port."""
+    process = subprocess.Popen(command, **popen)
+    try:
+        wait_for_port(BRIDGE, port, seconds, process)
+        yield
+    finally:
+        stop(process)
+
+
 @pytest.fixture(scope="session")
 def moto_server(docker):
     """moto on the Docker bridge address (the host as a container sees it)."""
     moto = shutil.which("moto_server") or pytest.fail("pip install 'moto[server]==5.2.5'")
-    process = subprocess.Popen(
-        [moto, "-H", BRIDGE, "-p", str(MOTO_PORT)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(BRIDGE, MOTO_PORT, 30, process)
+    command = [moto, "-H", BRIDGE, "-p", str(MOTO_PORT)]
+    with serving(command, MOTO_PORT, 30, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
         yield MOTO_URL
-    finally:
-        stop(process)
 
 
 @pytest.fixture(scope="session")
@@ -160,19 +166,13 @@ def start_lambda(built, moto_server, tmp_path_factory):
     """`sam local start-lambda --config-env local`: the Invoke API the trainer is started
     through, and the way the tests deliver relayed notifications."""
     log = tmp_path_factory.mktemp("sam") / "start-lambda.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [sam_cli(), "local", "start-lambda", "--config-env", "local"],
-            cwd=REPO,
-            env=environment(),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    command = [sam_cli(), "local", "start-lambda", "--config-env", "local"]
     try:
-        wait_for_port(BRIDGE, LAMBDA_PORT, 120, process)
-        yield log
+        with open(log, "wb") as output, serving(
+            command, LAMBDA_PORT, 120, cwd=REPO, env=environment(), stdout=output, stderr=subprocess.STDOUT
+        ):
+            yield log
     finally:
-        stop(process)
         print(log.read_text(errors="replace")[-4000:])
 
 
