@@ -18,16 +18,11 @@ from conftest import (
 )
 
 JOB_ID = "flowers-2026-11-29"
-# A small two-class dataset of the vision crate's test photos (odd formats included).
+# The small two-label dataset the Rust tests train on too (odd formats included).
 DATASET = [
-    ("cat", "chelsea.jpg"),
-    ("cat", "chelsea_exif6.jpg"),
-    ("cat", "chelsea_cmyk.jpg"),
-    ("cat", "chelsea_palette.png"),
-    ("cat", "chelsea_256.png"),
-    ("coffee", "coffee.jpg"),
-    ("coffee", "coffee_progressive.jpg"),
-    ("coffee", "astronaut.jpg"),
+    tuple(line.split("/", 1))
+    for line in (FIXTURES / "two-labels.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
 ]
 SPEC = {
     "dataset": "flowers",

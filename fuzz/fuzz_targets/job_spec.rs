@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {
-    if let Err(error) = pipeline::job::JobSpec::parse(bytes) {
+    if let Err(error) = pipeline::documents::JobSpec::parse(bytes) {
         assert!(!error.to_string().is_empty());
     }
 });

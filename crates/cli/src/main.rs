@@ -1,5 +1,9 @@
 //! `lambda-vision`: the pipeline's ML work on local files, with the same code the Lambdas run.
 
+// The demo's handlers await the AWS SDK's deeply nested futures; computing their layout exceeds
+// rustc's default query depth (as in the Lambda binaries).
+#![recursion_limit = "256"]
+
 mod classify;
 mod dataset;
 mod demo;

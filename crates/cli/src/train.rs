@@ -9,7 +9,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use vision::{
     BUNDLED_MODEL, Backbone, Classifier, DecodeLimits, ExtractOptions, FEATURE_LEN, FeatureSet,
-    TrainConfig, evaluate, extract_features, train_bundle,
+    TrainConfig, TrainedBundle, evaluate, extract_features, train_bundle,
 };
 
 use crate::dataset;
@@ -21,44 +21,15 @@ pub struct TrainArgs {
     /// Where to write head.json, metrics.json and model.onnx.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// L2 penalty strengths for cross-validation to choose from, comma-separated
-    /// [default: one per decade from 1e-6 to 1].
-    #[arg(long, value_delimiter = ',', num_args = 1..)]
-    penalties: Option<Vec<f64>>,
-    /// Cross-validation folds on the training split.
-    #[arg(long, default_value_t = TrainConfig::default().folds)]
-    folds: usize,
-    /// L-BFGS iterations allowed per fit.
-    #[arg(long, default_value_t = TrainConfig::default().max_iterations)]
-    max_iterations: usize,
-    /// Fraction of each label held out to score the model.
-    #[arg(long, default_value_t = TrainConfig::default().validation_split)]
-    validation_split: f32,
-    /// Ship exactly the scored model instead of refitting it on the validation images too.
-    #[arg(long)]
-    no_refit: bool,
-    #[arg(long, default_value_t = TrainConfig::default().seed)]
-    seed: u64,
-    #[arg(long, default_value_t = TrainConfig::default().min_images_per_class)]
-    min_images_per_class: usize,
+    #[command(flatten)]
+    training: TrainConfig,
     /// Side of the square the backbone sees (a multiple of 32; the model was trained at 224).
     #[arg(long, default_value_t = vision::DEFAULT_INPUT_SIZE)]
     input_size: u32,
 }
 
 pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
-    let config = TrainConfig {
-        penalties: args
-            .penalties
-            .clone()
-            .unwrap_or_else(|| TrainConfig::default().penalties),
-        folds: args.folds,
-        max_iterations: args.max_iterations,
-        validation_split: args.validation_split,
-        refit_with_validation: !args.no_refit,
-        seed: args.seed,
-        min_images_per_class: args.min_images_per_class,
-    };
+    let config = &args.training;
     config.validate()?;
     let started = Instant::now();
     let backbone = Backbone::from_bytes(BUNDLED_MODEL, args.input_size)?;
@@ -73,7 +44,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
         &backbone,
         BUNDLED_MODEL,
         &set,
-        &config,
+        config,
         millis(extraction),
         |score| {
             bar.inc(1);
@@ -86,7 +57,17 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     )?;
     bar.finish_and_clear();
     bundle.write_to_dir(&args.out)?;
+    report(&bundle, config, extraction, started.elapsed());
+    eprintln!(
+        "wrote {}/{{head.json,metrics.json,model.onnx}}",
+        args.out.display()
+    );
+    Ok(())
+}
 
+/// What the run learnt, on stderr: the split, the chosen penalty, the scores per label and
+/// what was skipped.
+fn report(bundle: &TrainedBundle, config: &TrainConfig, extraction: Duration, total: Duration) {
     let metrics = &bundle.metrics;
     eprintln!(
         "trained {} labels on {} images ({} for validation, {} skipped)",
@@ -139,13 +120,8 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
         "extraction {:.1} s, head training {:.2} s, total {:.1} s",
         extraction.as_secs_f64(),
         metrics.timings.head_training_ms / 1000.0,
-        started.elapsed().as_secs_f64()
+        total.as_secs_f64()
     );
-    eprintln!(
-        "wrote {}/{{head.json,metrics.json,model.onnx}}",
-        args.out.display()
-    );
-    Ok(())
 }
 
 pub fn eval(model: &Path, data: &Path, workers: Option<usize>) -> anyhow::Result<()> {

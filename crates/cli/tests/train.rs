@@ -1,12 +1,13 @@
 //! `train` → `eval` → `classify --model DIR`, as a user runs them, on a small real dataset.
 
+#[path = "../../vision/tests/support/fixtures.rs"]
+mod fixtures;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../vision/tests/data")
-        .join(name)
+    fixtures::fixtures_dir().join(name)
 }
 
 fn run(args: &[&str]) -> Output {
@@ -17,19 +18,9 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn dataset(root: &Path) {
-    let files = [
-        ("cat", "chelsea.jpg"),
-        ("cat", "chelsea_exif6.jpg"),
-        ("cat", "chelsea_cmyk.jpg"),
-        ("cat", "chelsea_palette.png"),
-        ("cat", "chelsea_256.png"),
-        ("coffee", "coffee.jpg"),
-        ("coffee", "coffee_progressive.jpg"),
-        ("coffee", "astronaut.jpg"),
-    ];
-    for (label, name) in files {
-        std::fs::create_dir_all(root.join(label)).unwrap();
-        std::fs::copy(data(name), root.join(label).join(name)).unwrap();
+    for (label, name) in fixtures::dataset_files() {
+        std::fs::create_dir_all(root.join(&label)).unwrap();
+        std::fs::copy(data(&name), root.join(&label).join(&name)).unwrap();
     }
     std::fs::write(root.join("coffee/notes.txt"), "not an image").unwrap();
     std::fs::write(root.join(".DS_Store"), "hidden files are ignored").unwrap();

@@ -58,7 +58,7 @@ impl Config {
             .unwrap_or_default();
         if let Some(bad) = default_recipients
             .iter()
-            .find(|a| !crate::job::is_plausible_address(a))
+            .find(|a| !crate::documents::is_plausible_address(a))
         {
             return Err(PipelineError::InvalidConfig {
                 name: "DEFAULT_RECIPIENTS",

@@ -45,6 +45,21 @@ pub enum PipelineError {
         reason: String,
     },
 
+    #[error("cannot encode the {what} as JSON: {reason}")]
+    Encode { what: &'static str, reason: String },
+
+    #[error(
+        "the job did not finish within {limit} continuations ({done} of {total} images extracted); raise MAX_CONTINUATIONS or the trainer's memory (more vCPUs)"
+    )]
+    ContinuationLimit {
+        limit: u32,
+        done: usize,
+        total: usize,
+    },
+
+    #[error("a worker thread failed: {0}")]
+    WorkerFailed(String),
+
     #[error("sending email failed: {0}")]
     Email(String),
 
@@ -67,6 +82,9 @@ impl PipelineError {
             PipelineError::AlreadyExists { .. } => "already_exists",
             PipelineError::S3 { .. } => "s3",
             PipelineError::BadDocument { .. } => "bad_document",
+            PipelineError::Encode { .. } => "encode",
+            PipelineError::ContinuationLimit { .. } => "continuation_limit",
+            PipelineError::WorkerFailed(_) => "worker_failed",
             PipelineError::Email(_) => "email",
             PipelineError::Invoke(_) => "invoke",
             PipelineError::Vision(e) => e.kind(),
@@ -84,6 +102,14 @@ impl PipelineError {
 }
 
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+/// A blocking task (model compilation, extraction, inference) that panicked or was cancelled:
+/// a fault of its own, not of the image or the job it was working on.
+impl From<tokio::task::JoinError> for PipelineError {
+    fn from(error: tokio::task::JoinError) -> Self {
+        PipelineError::WorkerFailed(error.to_string())
+    }
+}
 
 /// What Lambda reports for a failed invocation (CloudWatch, the dead-letter queue, `sam local
 /// invoke`): `errorType` is the stable kind in PascalCase (`S3`, `InvalidConfig`, `Email`, …) so

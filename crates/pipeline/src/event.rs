@@ -4,6 +4,8 @@
 
 pub use aws_lambda_events::event::s3::S3Event;
 
+use crate::layout;
+
 /// One object that was created, with its key decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreatedObject {
@@ -101,22 +103,22 @@ pub const NOTIFICATION_RULES: [NotificationRule; 3] = [
     NotificationRule {
         name: "ImageUploaded",
         bucket: BucketRole::Input,
-        prefix: "images/",
+        prefix: layout::IMAGES_PREFIX,
         suffix: "",
         function: Function::UploadTrigger,
     },
     NotificationRule {
         name: "JobSubmitted",
         bucket: BucketRole::Input,
-        prefix: "jobs/",
-        suffix: ".json",
+        prefix: layout::JOBS_PREFIX,
+        suffix: layout::JSON_SUFFIX,
         function: Function::UploadTrigger,
     },
     NotificationRule {
         name: "ResultWritten",
         bucket: BucketRole::Results,
-        prefix: "results/",
-        suffix: ".json",
+        prefix: layout::RESULTS_PREFIX,
+        suffix: layout::JSON_SUFFIX,
         function: Function::Notifier,
     },
 ];
@@ -147,7 +149,7 @@ pub fn object_created_event(
             "eventVersion": "2.1",
             "eventSource": "aws:s3",
             "awsRegion": region,
-            "eventTime": crate::now_rfc3339(),
+            "eventTime": crate::clock::now_rfc3339(),
             "eventName": "ObjectCreated:Put",
             "userIdentity": { "principalId": "AWS:LAMBDAVISIONDEMO" },
             "requestParameters": { "sourceIPAddress": "127.0.0.1" },

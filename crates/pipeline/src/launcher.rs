@@ -38,11 +38,14 @@ impl LambdaLauncher {
 #[async_trait::async_trait]
 impl TrainerLauncher for LambdaLauncher {
     async fn start(&self, job_id: &str, continuation: u32) -> Result<()> {
-        let payload = serde_json::to_vec(&TrainerEvent {
+        let event = TrainerEvent {
             job_id: job_id.to_owned(),
             continuation,
-        })
-        .unwrap_or_default();
+        };
+        let payload = serde_json::to_vec(&event).map_err(|e| PipelineError::Encode {
+            what: "trainer event",
+            reason: e.to_string(),
+        })?;
         self.client
             .invoke()
             .function_name(&self.function)

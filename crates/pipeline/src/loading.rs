@@ -35,11 +35,7 @@ impl BackboneLoader {
                         "the backbone failed to load at cold start; see the first error".to_owned(),
                     )));
                 };
-                let backbone = loading.await.map_err(|error| {
-                    PipelineError::Vision(vision::VisionError::ModelLoad(format!(
-                        "the loading thread failed: {error}"
-                    )))
-                })??;
+                let backbone = loading.await??;
                 Ok(Arc::new(backbone))
             })
             .await

@@ -1,18 +1,31 @@
 //! S3 access over `aws-sdk-s3`: the handful of operations the pipeline needs, with errors mapped
 //! to [`PipelineError`] (missing keys and lost conditional-write races become values, not
-//! failures) and the SDK's standard retries with backoff.
+//! failures) and the SDK's standard retries with backoff. Documents go in and out as their
+//! types (`get_json`, `put_json_if_absent`, …), so handlers never touch bytes or content types
+//! for them.
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use futures::stream::{self, Stream, StreamExt};
 
+use crate::documents::Document;
 use crate::error::{PipelineError, Result};
+
+/// The content type of every JSON object the pipeline writes.
+pub const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// An object's bytes and its ETag (quotes included, as S3 returns it).
 #[derive(Debug, Clone)]
 pub struct Object {
     pub bytes: Vec<u8>,
+    pub etag: Option<String>,
+}
+
+/// A document as read, with the ETag a conditional write back needs.
+#[derive(Debug, Clone)]
+pub struct Stored<T> {
+    pub document: T,
     pub etag: Option<String>,
 }
 
@@ -293,6 +306,94 @@ impl S3Store {
             })
             .buffered(concurrency.max(1))
     }
+}
+
+/// Documents as JSON: parse errors name the document and its key, and writes are pretty-printed
+/// (people read these files).
+impl S3Store {
+    /// Reads and parses a document that must exist.
+    pub async fn get_json<T: Document>(&self, bucket: &str, key: &str) -> Result<Stored<T>> {
+        let object = self.get(bucket, key).await?;
+        Ok(Stored {
+            document: parse::<T>(bucket, key, &object.bytes)?,
+            etag: object.etag,
+        })
+    }
+
+    /// Reads and parses a document, or `None` when it does not exist.
+    pub async fn get_json_if_exists<T: Document>(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Stored<T>>> {
+        match self.get_if_exists(bucket, key).await? {
+            None => Ok(None),
+            Some(object) => Ok(Some(Stored {
+                document: parse::<T>(bucket, key, &object.bytes)?,
+                etag: object.etag,
+            })),
+        }
+    }
+
+    /// For documents that are only informational or about to be replaced: an object that does
+    /// not parse is `Some` with `document: None` (its ETag still guards a replacement) instead
+    /// of an error.
+    pub async fn get_json_lenient<T: Document>(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Stored<Option<T>>>> {
+        Ok(self.get_if_exists(bucket, key).await?.map(|object| Stored {
+            document: serde_json::from_slice(&object.bytes).ok(),
+            etag: object.etag,
+        }))
+    }
+
+    /// Writes a document unconditionally.
+    pub async fn put_json<T: Document>(&self, bucket: &str, key: &str, document: &T) -> Result<()> {
+        self.put(bucket, key, encode(document)?, JSON_CONTENT_TYPE)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes a document only if the key is free; `Ok(false)` when it was taken.
+    pub async fn put_json_if_absent<T: Document>(
+        &self,
+        bucket: &str,
+        key: &str,
+        document: &T,
+    ) -> Result<bool> {
+        self.put_if_absent(bucket, key, encode(document)?, JSON_CONTENT_TYPE)
+            .await
+    }
+
+    /// Replaces a document only if it still has `etag`; `Ok(false)` when it changed.
+    pub async fn put_json_if_match<T: Document>(
+        &self,
+        bucket: &str,
+        key: &str,
+        document: &T,
+        etag: &str,
+    ) -> Result<bool> {
+        self.put_if_match(bucket, key, encode(document)?, JSON_CONTENT_TYPE, etag)
+            .await
+    }
+}
+
+fn parse<T: Document>(bucket: &str, key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| PipelineError::BadDocument {
+        what: T::NAME,
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: Document>(document: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(document).map_err(|e| PipelineError::Encode {
+        what: T::NAME,
+        reason: e.to_string(),
+    })
 }
 
 enum Condition<'a> {

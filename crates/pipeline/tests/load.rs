@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use common::{INPUT, LocalStack, NoLauncher};
 use futures::StreamExt;
 use peak_heap::{CURRENT, PEAK};
+use pipeline::documents::JobStatus;
 use pipeline::event::object_created_event;
-use pipeline::job::JobStatus;
-use pipeline::upload::RecordOutcome;
+use pipeline::handlers::RecordOutcome;
 use pipeline::{S3Event, Trainer, TrainerEvent, TrainerOptions, TrainerOutcome, UploadTrigger};
 
 #[global_allocator]

@@ -15,15 +15,16 @@ use aws_sdk_s3::types::{
     Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
     QueueConfiguration, S3KeyFilter,
 };
-use common::{BROKEN_JPEG, DATASET_FILES, fixture};
+use common::{create_buckets, dataset_objects, fixture, stack_config};
+use pipeline::documents::PredictionDocument;
+use pipeline::documents::{JobResult, JobStatus};
 use pipeline::event::relayed_event;
-use pipeline::job::{JobResult, JobStatus};
-use pipeline::notifier::NotifyOutcome;
-use pipeline::trainer::TrainerOutcome;
-use pipeline::upload::{PredictionDocument, RecordOutcome};
+use pipeline::handlers::NotifyOutcome;
+use pipeline::handlers::RecordOutcome;
+use pipeline::handlers::TrainerOutcome;
 use pipeline::{
-    Config, Notifier, S3Event, S3Store, SesMailer, Trainer, TrainerEvent, TrainerLauncher,
-    TrainerOptions, UploadTrigger,
+    Notifier, S3Event, S3Store, SesMailer, Trainer, TrainerEvent, TrainerLauncher, TrainerOptions,
+    UploadTrigger,
 };
 
 /// A moto server process, killed on drop (even when a test fails).
@@ -158,15 +159,7 @@ async fn stack_with(options: TrainerOptions, max_continuations: u32) -> Stack {
     let ses_config = aws(&ses_moto.url).await;
     let store = S3Store::new(&config);
     let sqs = aws_sdk_sqs::Client::new(&config);
-    for bucket in [INPUT, RESULTS] {
-        store
-            .client()
-            .create_bucket()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap();
-    }
+    create_buckets(&store, [INPUT, RESULTS]).await;
     // The template's event filters, as S3 notification configuration to SQS queues.
     let input_queue = queue(&sqs, "input-events").await;
     let results_queue = queue(&sqs, "results-events").await;
@@ -228,14 +221,14 @@ async fn stack_with(options: TrainerOptions, max_continuations: u32) -> Stack {
         .await
         .unwrap();
 
-    let pipeline_config = Config::from_lookup(|name| match name {
-        "INPUT_BUCKET" => Some(INPUT.to_owned()),
-        "RESULTS_BUCKET" => Some(RESULTS.to_owned()),
-        "SENDER_ADDRESS" => Some(SENDER.to_owned()),
-        "MAX_CONTINUATIONS" => Some(max_continuations.to_string()),
-        _ => None,
-    })
-    .unwrap();
+    let pipeline_config = stack_config(
+        INPUT,
+        RESULTS,
+        &[
+            ("SENDER_ADDRESS", SENDER.to_owned()),
+            ("MAX_CONTINUATIONS", max_continuations.to_string()),
+        ],
+    );
     let backbone = Arc::new(vision::Backbone::bundled().unwrap());
     let launcher = Arc::new(RecordingLauncher::default());
     Stack {
@@ -318,20 +311,9 @@ impl Stack {
     }
 
     async fn upload_dataset(&self, dataset: &str) {
-        for (label, name) in DATASET_FILES {
-            self.put(
-                INPUT,
-                &format!("datasets/{dataset}/{label}/{name}"),
-                fixture(name),
-            )
-            .await;
+        for (key, bytes) in dataset_objects(dataset) {
+            self.put(INPUT, &key, bytes).await;
         }
-        self.put(
-            INPUT,
-            &format!("datasets/{dataset}/coffee/broken.jpg"),
-            BROKEN_JPEG.to_vec(),
-        )
-        .await;
     }
 
     async fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> T {

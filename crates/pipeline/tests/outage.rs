@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{LocalStack, NoLauncher, RESULTS, upload_dataset};
 use local_s3::LocalS3;
-use pipeline::job::JobStatus;
+use pipeline::documents::JobStatus;
 use pipeline::{
     ProgressObserver, Trainer, TrainerEvent, TrainerOptions, TrainerOutcome, TrainingProgress,
 };

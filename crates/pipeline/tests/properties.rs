@@ -2,8 +2,8 @@
 //! job specs. None may panic; valid input must round-trip; invalid input must name its field.
 
 use pipeline::S3Event;
+use pipeline::documents::JobSpec;
 use pipeline::event::{created_objects, decode_key, encode_key, object_created_event};
-use pipeline::job::JobSpec;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

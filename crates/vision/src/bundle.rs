@@ -11,9 +11,10 @@ use tract_onnx::pb::{self, AttributeProto, NodeProto, TensorProto};
 
 use crate::backbone::{Backbone, FEATURE_LEN};
 use crate::error::{Result, VisionError};
-use crate::extract::{FeatureSet, SkippedImage};
-use crate::head::{Head, PenaltyScore, SolverReport, TrainConfig, train_head};
-use crate::metrics::{Evaluation, evaluate};
+use crate::evaluation::evaluate;
+use crate::extract::FeatureSet;
+use crate::head::{Head, PenaltyScore, TrainConfig, train_head};
+use crate::metrics::{ImageCounts, Metrics, TrainingTimings};
 use crate::preprocess::{IMAGENET_MEAN, IMAGENET_STD};
 
 pub const HEAD_FILE: &str = "head.json";
@@ -104,39 +105,6 @@ impl HeadDocument {
         head.validate()?;
         Ok(head)
     }
-}
-
-/// `metrics.json`: how the run went.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Metrics {
-    /// The head fitted on the training split, scored on the validation split (on the
-    /// training split when nothing was held out).
-    pub evaluation: Evaluation,
-    pub evaluated_on: String,
-    /// The penalty cross-validation chose, with its cross-validated accuracy and log-loss.
-    pub chosen_penalty: PenaltyScore,
-    /// Every penalty tried, strongest first.
-    pub penalty_search: Vec<PenaltyScore>,
-    pub solver: SolverReport,
-    /// True when the shipped head was refitted on training and validation images together.
-    pub refitted_with_validation: bool,
-    pub images: ImageCounts,
-    pub skipped: Vec<SkippedImage>,
-    pub config: TrainConfig,
-    pub timings: TrainingTimings,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ImageCounts {
-    pub train: usize,
-    pub validation: usize,
-    pub skipped: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TrainingTimings {
-    pub extraction_ms: f64,
-    pub head_training_ms: f64,
 }
 
 /// A finished training run: the head and its metrics, plus the three files' bytes.

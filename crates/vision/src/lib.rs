@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod classifier;
 pub mod decode;
 pub mod error;
+pub mod evaluation;
 pub mod extract;
 pub mod head;
 pub mod metrics;
@@ -17,10 +18,11 @@ pub use backbone::{
     DEFAULT_INPUT_SIZE, FEATURE_LEN, ImageInference, Inference, Prediction, Timings, softmax,
     top_k,
 };
-pub use bundle::{HeadDocument, Metrics, TrainedBundle, export_onnx, train_bundle};
+pub use bundle::{HeadDocument, TrainedBundle, export_onnx, train_bundle};
 pub use classifier::Classifier;
 pub use decode::{DecodeLimits, DecodedImage, ImageFormat, decode};
 pub use error::{LimitKind, Result, VisionError};
+pub use evaluation::{ClassMetrics, Evaluation, evaluate};
 pub use extract::{
     ExtractOptions, Extracted, FeatureSet, LabeledImage, Progress, SkippedImage, SourceFailure,
     SourceItem, extract_each, extract_features,
@@ -28,5 +30,5 @@ pub use extract::{
 pub use head::{
     DEFAULT_PENALTIES, Head, PenaltyScore, SolverReport, TrainConfig, TrainedHead, train_head,
 };
-pub use metrics::{ClassMetrics, Evaluation, evaluate};
+pub use metrics::{ImageCounts, Metrics, TrainingTimings};
 pub use preprocess::{IMAGENET_MEAN, IMAGENET_STD, Preprocessor};

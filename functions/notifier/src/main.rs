@@ -4,28 +4,21 @@
 // rustc's default query depth.
 #![recursion_limit = "256"]
 
-use lambda_runtime::{Diagnostic, Error, LambdaEvent, run, service_fn};
-use pipeline::{Config, Notifier, S3Event, S3Store, load_aws_config, mailer_for};
+use lambda_runtime::{Error, LambdaEvent};
+use pipeline::boot::Boot;
+use pipeline::{Notifier, S3Event, mailer_for};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
-    let metrics = pipeline::observe::install_emf_recorder("notifier")?;
-    let config = Config::from_env()?;
-    let aws = load_aws_config().await;
-    let notifier = Notifier::new(
-        config.clone(),
-        S3Store::new(&aws),
-        mailer_for(&config, &aws),
+    let boot = Boot::cold_start("notifier").await?;
+    let notifier = &Notifier::new(
+        boot.config.clone(),
+        boot.store(),
+        mailer_for(&boot.config, &boot.aws),
     );
-    run(service_fn(|event: LambdaEvent<S3Event>| {
-        let notifier = &notifier;
-        async move {
-            let outcomes = notifier.handle(&event.payload).await;
-            let _ = metrics.flush(std::io::stdout());
-            let outcomes = outcomes?;
-            Ok::<_, Diagnostic>(serde_json::json!({ "records": outcomes.len() }))
-        }
-    }))
+    boot.serve(|event: LambdaEvent<S3Event>| async move {
+        let outcomes = notifier.handle(&event.payload).await?;
+        Ok(serde_json::json!({ "records": outcomes.len() }))
+    })
     .await
 }

@@ -1,28 +1,21 @@
-//! Setup shared by the pipeline's integration tests: the vision crate's image fixtures, and a
-//! `local-s3` server in a scratch folder with the input and results buckets, the pipeline's
-//! settings for them and a launcher that must never be needed.
+//! Setup shared by the pipeline's integration tests: the vision crate's image fixtures and
+//! dataset, the stack's buckets and settings, a launcher that must never be needed, and a
+//! `local-s3` server in a scratch folder with all of that.
 
 // Each test binary compiles its own copy of this module and uses only part of it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::path::PathBuf;
+#[path = "../../../vision/tests/support/fixtures.rs"]
+mod fixtures;
 
 use aws_config::retry::RetryConfig;
 use local_s3::LocalS3;
 use pipeline::{Config, S3Store, TrainerLauncher};
 
+pub use fixtures::{BROKEN_JPEG, dataset_files, dataset_objects, fixture};
+
 pub const INPUT: &str = "input";
 pub const RESULTS: &str = "results";
-
-/// A file of `crates/vision/tests/data`, the one set of test images.
-pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../vision/tests/data")
-            .join(name),
-    )
-    .unwrap()
-}
 
 /// For jobs given deadlines long enough to finish in one invocation: a hand-over is a failure.
 pub struct NoLauncher;
@@ -34,35 +27,12 @@ impl TrainerLauncher for NoLauncher {
     }
 }
 
-/// A small two-class dataset: `(label, fixture)`, odd formats and orientations included.
-pub const DATASET_FILES: [(&str, &str); 8] = [
-    ("cat", "chelsea.jpg"),
-    ("cat", "chelsea_exif6.jpg"),
-    ("cat", "chelsea_cmyk.jpg"),
-    ("cat", "chelsea_palette.png"),
-    ("cat", "chelsea_256.png"),
-    ("coffee", "coffee.jpg"),
-    ("coffee", "coffee_progressive.jpg"),
-    ("coffee", "astronaut.jpg"),
-];
-
-/// Uploaded beside [`DATASET_FILES`] as `coffee/broken.jpg`: a JPEG header and nothing more.
-pub const BROKEN_JPEG: &[u8] = b"\xff\xd8\xff\xe0 not really";
-
-/// Uploads [`DATASET_FILES`] and [`BROKEN_JPEG`] to [`INPUT`], and the dataset's job spec.
+/// Uploads the two-label dataset (broken JPEG included) to [`INPUT`], and the dataset's job
+/// spec.
 pub async fn upload_dataset(store: &S3Store, dataset: &str) {
-    for (label, name) in DATASET_FILES {
-        let key = format!("datasets/{dataset}/{label}/{name}");
-        store
-            .put(INPUT, &key, fixture(name), "image/jpeg")
-            .await
-            .unwrap();
+    for (key, bytes) in dataset_objects(dataset) {
+        store.put(INPUT, &key, bytes, "image/jpeg").await.unwrap();
     }
-    let key = format!("datasets/{dataset}/coffee/broken.jpg");
-    store
-        .put(INPUT, &key, BROKEN_JPEG.to_vec(), "image/jpeg")
-        .await
-        .unwrap();
     let spec = serde_json::json!({
         "dataset": dataset, "min_images_per_class": 2, "validation_split": 0.25, "seed": 3
     });
@@ -76,6 +46,32 @@ pub async fn upload_dataset(store: &S3Store, dataset: &str) {
         )
         .await
         .unwrap();
+}
+
+/// Creates the stack's two buckets on the server behind `store`.
+pub async fn create_buckets(store: &S3Store, buckets: [&str; 2]) {
+    for bucket in buckets {
+        store
+            .client()
+            .create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// The pipeline's settings for the buckets `input` and `results`, plus `extra` variables.
+pub fn stack_config(input: &str, results: &str, extra: &[(&str, String)]) -> Config {
+    Config::from_lookup(|name| match name {
+        "INPUT_BUCKET" => Some(input.to_owned()),
+        "RESULTS_BUCKET" => Some(results.to_owned()),
+        _ => extra
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.clone()),
+    })
+    .unwrap()
 }
 
 /// A `local-s3` server over a scratch folder, with [`INPUT`] and [`RESULTS`] created.
@@ -110,21 +106,8 @@ impl LocalStack {
             loader = loader.retry_config(retry);
         }
         let store = S3Store::new(&loader.load().await);
-        for bucket in [INPUT, RESULTS] {
-            store
-                .client()
-                .create_bucket()
-                .bucket(bucket)
-                .send()
-                .await
-                .unwrap();
-        }
-        let config = Config::from_lookup(|name| match name {
-            "INPUT_BUCKET" => Some(INPUT.to_owned()),
-            "RESULTS_BUCKET" => Some(RESULTS.to_owned()),
-            _ => None,
-        })
-        .unwrap();
+        create_buckets(&store, [INPUT, RESULTS]).await;
+        let config = stack_config(INPUT, RESULTS, &[]);
         LocalStack {
             server,
             store,

@@ -3,12 +3,14 @@
 //! (training curve and confusion matrix). Built with `lettre`, so the same RFC 5322 bytes go to
 //! SES v2 (`Raw` content) and to the demo's file outbox.
 
+mod chart;
+
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, Mailboxes, MultiPart, SinglePart};
 use vision::Metrics;
 
+use crate::documents::{JobResult, JobStatus, TrainingSummary};
 use crate::error::{PipelineError, Result};
-use crate::job::{JobResult, JobStatus};
 
 /// A rendered report, ready to send.
 #[derive(Debug, Clone)]
@@ -63,33 +65,66 @@ pub fn render(result: &JobResult, metrics: Option<&Metrics>) -> Report {
         },
         200,
     );
-
-    let mut text = format!("Training job {job}: {}\n", status_word(result.status));
-    let mut html = format!(
-        "<!doctype html><html><body style=\"font-family:sans-serif\"><h2>Training job {}: {}</h2>",
-        escape_html(job),
-        status_word(result.status)
-    );
+    let mut body = Body {
+        text: format!("Training job {job}: {}\n", status_word(result.status)),
+        html: format!(
+            "<!doctype html><html><body style=\"font-family:sans-serif\"><h2>Training job {}: {}</h2>",
+            escape_html(job),
+            status_word(result.status)
+        ),
+    };
     if let Some(dataset) = &result.dataset {
-        text.push_str(&format!("Dataset: {dataset}\n"));
-        html.push_str(&format!(
+        body.text.push_str(&format!("Dataset: {dataset}\n"));
+        body.html.push_str(&format!(
             "<p>Dataset: <code>{}</code></p>",
             escape_html(dataset)
         ));
     }
     if let Some(error) = &result.error {
-        text.push_str(&format!(
+        body.text.push_str(&format!(
             "\nWhat went wrong ({}):\n{}\n",
             error.kind, error.message
         ));
-        html.push_str(&format!(
+        body.html.push_str(&format!(
             "<p><strong>What went wrong</strong> (<code>{}</code>):</p><pre>{}</pre>",
             escape_html(&error.kind),
             escape_html(&error.message)
         ));
     }
     if let Some(summary) = &result.summary {
-        // One list of figures, written once as text lines and once as table rows.
+        body.summary(summary, result.continuations);
+    }
+    if let Some(metrics) = metrics {
+        body.per_label(metrics);
+        body.html.push_str("<h3>Penalty search and confusion matrix</h3><p><img src=\"cid:chart\" alt=\"penalty search (left: cross-validated log-loss in orange and accuracy in green, strongest L2 penalty on the left, the chosen penalty marked in blue) and confusion matrix (right: rows are true labels, columns predictions, darker is more)\"></p>");
+        body.skipped(metrics);
+    }
+    if let Some(model) = &result.model {
+        let files = format!("{}{{{}}}", model.prefix, model.files.join(","));
+        body.text.push_str(&format!("\nModel files: {files}\n"));
+        body.html.push_str(&format!(
+            "<p>Model files: <code>{}</code></p>",
+            escape_html(&files)
+        ));
+    }
+    body.html.push_str("</body></html>");
+    Report {
+        subject,
+        text: body.text,
+        html: body.html,
+        chart_png: metrics.map(chart::render_png),
+    }
+}
+
+/// The two parts of the report, written section by section side by side.
+struct Body {
+    text: String,
+    html: String,
+}
+
+impl Body {
+    /// The job's figures: one list, written once as text lines and once as table rows.
+    fn summary(&mut self, summary: &TrainingSummary, continuations: u32) {
         let rows = [
             ("Validation accuracy", percent(summary.validation_accuracy)),
             (
@@ -108,32 +143,35 @@ pub fn render(result: &JobResult, metrics: Option<&Metrics>) -> Report {
                 "L2 penalty",
                 format!("{} (chosen by cross-validation)", summary.penalty),
             ),
-            ("Continuations", result.continuations.to_string()),
+            ("Continuations", continuations.to_string()),
         ];
-        text.push('\n');
-        html.push_str("<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">");
+        self.text.push('\n');
+        self.html
+            .push_str("<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">");
         for (name, value) in &rows {
-            text.push_str(&format!("{name}: {value}\n"));
-            html.push_str(&format!(
+            self.text.push_str(&format!("{name}: {value}\n"));
+            self.html.push_str(&format!(
                 "<tr><th align=\"left\">{name}</th><td>{}</td></tr>",
                 escape_html(value)
             ));
         }
-        html.push_str("</table>");
-        text.push_str(&format!(
+        self.html.push_str("</table>");
+        self.text.push_str(&format!(
             "Duration: {:.1} s\n",
             summary.duration_ms / 1000.0
         ));
     }
-    if let Some(metrics) = metrics {
-        text.push_str("\nPer label (precision / recall / F1 / support):\n");
-        html.push_str("<h3>Per label</h3><table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\"><tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>");
+
+    fn per_label(&mut self, metrics: &Metrics) {
+        self.text
+            .push_str("\nPer label (precision / recall / F1 / support):\n");
+        self.html.push_str("<h3>Per label</h3><table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\"><tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>");
         for class in &metrics.evaluation.per_class {
-            text.push_str(&format!(
+            self.text.push_str(&format!(
                 "  {}: {:.3} / {:.3} / {:.3} / {}\n",
                 class.label, class.precision, class.recall, class.f1, class.support
             ));
-            html.push_str(&format!(
+            self.html.push_str(&format!(
                 "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",
                 escape_html(&class.label),
                 class.precision,
@@ -142,42 +180,29 @@ pub fn render(result: &JobResult, metrics: Option<&Metrics>) -> Report {
                 class.support
             ));
         }
-        html.push_str("</table>");
-        html.push_str("<h3>Penalty search and confusion matrix</h3><p><img src=\"cid:chart\" alt=\"penalty search (left: cross-validated log-loss in orange and accuracy in green, strongest L2 penalty on the left, the chosen penalty marked in blue) and confusion matrix (right: rows are true labels, columns predictions, darker is more)\"></p>");
-        if !metrics.skipped.is_empty() {
-            text.push_str(&format!("\nSkipped images ({}):\n", metrics.skipped.len()));
-            html.push_str(&format!(
-                "<h3>Skipped images ({})</h3><ul>",
-                metrics.skipped.len()
-            ));
-            for skipped in metrics.skipped.iter().take(50) {
-                text.push_str(&format!("  {}: {}\n", skipped.key, skipped.reason));
-                html.push_str(&format!(
-                    "<li><code>{}</code>: {}</li>",
-                    escape_html(&skipped.key),
-                    escape_html(&skipped.reason)
-                ));
-            }
-            html.push_str("</ul>");
+        self.html.push_str("</table>");
+    }
+
+    /// The images training left out, and why (the first 50).
+    fn skipped(&mut self, metrics: &Metrics) {
+        if metrics.skipped.is_empty() {
+            return;
         }
-    }
-    if let Some(model) = &result.model {
-        text.push_str(&format!(
-            "\nModel files: {}{{{}}}\n",
-            model.prefix,
-            model.files.join(",")
-        ));
-        html.push_str(&format!(
-            "<p>Model files: <code>{}</code></p>",
-            escape_html(&format!("{}{{{}}}", model.prefix, model.files.join(",")))
-        ));
-    }
-    html.push_str("</body></html>");
-    Report {
-        subject,
-        text,
-        html,
-        chart_png: metrics.map(crate::chart::render_png),
+        let count = metrics.skipped.len();
+        self.text
+            .push_str(&format!("\nSkipped images ({count}):\n"));
+        self.html
+            .push_str(&format!("<h3>Skipped images ({count})</h3><ul>"));
+        for skipped in metrics.skipped.iter().take(50) {
+            self.text
+                .push_str(&format!("  {}: {}\n", skipped.key, skipped.reason));
+            self.html.push_str(&format!(
+                "<li><code>{}</code>: {}</li>",
+                escape_html(&skipped.key),
+                escape_html(&skipped.reason)
+            ));
+        }
+        self.html.push_str("</ul>");
     }
 }
 
@@ -225,7 +250,7 @@ pub fn build_message(report: &Report, sender: &str, recipients: &[String]) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{ErrorInfo, TrainingSummary};
+    use crate::documents::{ErrorInfo, TrainingSummary};
 
     fn result(job_id: &str, dataset: &str, message: &str) -> JobResult {
         JobResult {

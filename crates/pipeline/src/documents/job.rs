@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use vision::TrainConfig;
 
+use crate::clock::now_rfc3339;
 use crate::error::PipelineError;
 use crate::layout::validate_id;
 
@@ -11,33 +12,35 @@ pub const MAX_RECIPIENTS: usize = 10;
 /// Largest job spec accepted, in bytes.
 pub const MAX_SPEC_BYTES: usize = 16 * 1024;
 
-/// A training job as the user writes it. Only `dataset` is required.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A training job as the user writes it. Only `dataset` is required. The training settings
+/// ([`TrainConfig`]: `penalties`, `folds`, …) sit beside the job's own fields, with
+/// `TrainConfig`'s defaults: `{"dataset": "pets", "folds": 10}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobSpec {
     /// Folder under `datasets/` holding `<label>/<image>` objects.
     pub dataset: String,
     /// Who gets the report (at most 10); empty means the stack's default recipients.
-    #[serde(default)]
     pub notify: Vec<String>,
-    /// L2 penalty strengths cross-validation chooses from (see `vision::TrainConfig`).
-    #[serde(default = "defaults::penalties")]
-    pub penalties: Vec<f64>,
-    #[serde(default = "defaults::folds")]
-    pub folds: usize,
-    #[serde(default = "defaults::max_iterations")]
-    pub max_iterations: usize,
-    #[serde(default = "defaults::validation_split")]
-    pub validation_split: f32,
-    #[serde(default = "defaults::refit_with_validation")]
-    pub refit_with_validation: bool,
-    #[serde(default = "defaults::seed")]
-    pub seed: u64,
     /// Side of the square the backbone sees: a multiple of 32 from 96 to 512.
-    #[serde(default = "defaults::input_size")]
     pub input_size: u32,
-    #[serde(default = "defaults::min_images_per_class")]
-    pub min_images_per_class: usize,
+    #[serde(flatten)]
+    training: TrainConfig,
+}
+
+/// The job's own fields; every other field of a spec is a training setting.
+#[derive(Deserialize)]
+struct JobFields {
+    dataset: String,
+    #[serde(default)]
+    notify: Vec<String>,
+    #[serde(default = "default_input_size")]
+    input_size: u32,
+}
+
+const JOB_FIELDS: [&str; 3] = ["dataset", "notify", "input_size"];
+
+fn default_input_size() -> u32 {
+    vision::DEFAULT_INPUT_SIZE
 }
 
 /// Fields of earlier versions, trained by gradient descent for epochs. A spec that still has one
@@ -49,34 +52,6 @@ const REMOVED_FIELDS: [&str; 5] = [
     "weight_decay",
     "patience",
 ];
-
-mod defaults {
-    use vision::TrainConfig;
-    pub fn penalties() -> Vec<f64> {
-        TrainConfig::default().penalties
-    }
-    pub fn folds() -> usize {
-        TrainConfig::default().folds
-    }
-    pub fn max_iterations() -> usize {
-        TrainConfig::default().max_iterations
-    }
-    pub fn validation_split() -> f32 {
-        TrainConfig::default().validation_split
-    }
-    pub fn refit_with_validation() -> bool {
-        TrainConfig::default().refit_with_validation
-    }
-    pub fn seed() -> u64 {
-        TrainConfig::default().seed
-    }
-    pub fn input_size() -> u32 {
-        vision::DEFAULT_INPUT_SIZE
-    }
-    pub fn min_images_per_class() -> usize {
-        TrainConfig::default().min_images_per_class
-    }
-}
 
 impl JobSpec {
     /// Parses and validates a spec; the error names the offending field.
@@ -90,22 +65,31 @@ impl JobSpec {
                 ),
             });
         }
-        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-        let spec: JobSpec = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let mut reason = e.inner().to_string();
-            let field = if path == "." {
-                field_of(&reason)
-            } else {
-                Some(path)
-            };
-            if let Some(removed) = field.as_deref().filter(|f| REMOVED_FIELDS.contains(f)) {
-                reason = format!(
-                    "`{removed}` is no longer used: the head is now solved to convergence (L-BFGS) and its L2 penalty chosen by cross-validation, so there are no epochs or learning rate to set; remove the field (to steer regularisation, set `penalties`)"
-                );
-            }
-            PipelineError::InvalidSpec { field, reason }
-        })?;
+        // The job's fields and the training settings are read apart, so that each part's
+        // errors name their field (serde loses the path inside a flattened struct).
+        let mut fields: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(bytes).map_err(|e| spec_error(".", e.to_string()))?;
+        let job_fields: serde_json::Map<_, _> = JOB_FIELDS
+            .iter()
+            .filter_map(|name| fields.remove_entry(*name))
+            .collect();
+        let job: JobFields =
+            serde_path_to_error::deserialize(serde_json::Value::Object(job_fields))
+                .map_err(|e| spec_error(&e.path().to_string(), e.inner().to_string()))?;
+        let training: TrainConfig =
+            serde_path_to_error::deserialize(serde_json::Value::Object(fields)).map_err(|e| {
+                let mut reason = e.inner().to_string();
+                if reason.starts_with("unknown field") {
+                    reason.push_str(" (or the job's `dataset`, `notify`, `input_size`)");
+                }
+                spec_error(&e.path().to_string(), reason)
+            })?;
+        let spec = JobSpec {
+            dataset: job.dataset,
+            notify: job.notify,
+            input_size: job.input_size,
+            training,
+        };
         spec.validate()?;
         Ok(spec)
     }
@@ -140,22 +124,14 @@ impl JobSpec {
                 format!("{} is not a multiple of 32 from 96 to 512", self.input_size),
             ));
         }
-        self.train_config().validate().map_err(|e| match e {
+        self.training.validate().map_err(|e| match e {
             vision::VisionError::InvalidConfig { field, reason } => invalid(field, reason),
             other => invalid("spec", other.to_string()),
         })
     }
 
     pub fn train_config(&self) -> TrainConfig {
-        TrainConfig {
-            penalties: self.penalties.clone(),
-            folds: self.folds,
-            max_iterations: self.max_iterations,
-            validation_split: self.validation_split,
-            refit_with_validation: self.refit_with_validation,
-            seed: self.seed,
-            min_images_per_class: self.min_images_per_class,
-        }
+        self.training.clone()
     }
 }
 
@@ -182,6 +158,22 @@ pub fn is_plausible_address(address: &str) -> bool {
 
 fn truncate(text: &str) -> String {
     text.chars().take(80).collect()
+}
+
+/// The error for `reason` at `path` (`.` for the whole spec), naming the field where it can be
+/// found and saying what replaced a removed one.
+fn spec_error(path: &str, mut reason: String) -> PipelineError {
+    let field = if path == "." {
+        field_of(&reason)
+    } else {
+        Some(path.to_owned())
+    };
+    if let Some(removed) = field.as_deref().filter(|f| REMOVED_FIELDS.contains(f)) {
+        reason = format!(
+            "`{removed}` is no longer used: the head is now solved to convergence (L-BFGS) and its L2 penalty chosen by cross-validation, so there are no epochs or learning rate to set; remove the field (to steer regularisation, set `penalties`)"
+        );
+    }
+    PipelineError::InvalidSpec { field, reason }
 }
 
 /// serde_json names unknown fields and bad values in its message: "unknown field `x`" or
@@ -247,6 +239,50 @@ pub struct TrainingSummary {
     pub penalty: f64,
     pub cv_accuracy: f64,
     pub duration_ms: f64,
+}
+
+impl JobResult {
+    /// A failed result explaining `error`.
+    pub fn failed(
+        job_id: &str,
+        dataset: Option<String>,
+        notify: Vec<String>,
+        error: &PipelineError,
+        continuations: u32,
+    ) -> Self {
+        JobResult {
+            job_id: job_id.to_owned(),
+            status: JobStatus::Failed,
+            dataset,
+            notify,
+            error: Some(ErrorInfo {
+                kind: error.kind().to_owned(),
+                message: error.to_string(),
+            }),
+            model: None,
+            summary: None,
+            continuations,
+            finished_at: now_rfc3339(),
+        }
+    }
+
+    /// The failed result of a spec that did not parse: its `notify` list is still used where
+    /// one can be read (plausible addresses only, at most [`MAX_RECIPIENTS`]), so the owner
+    /// hears why the job never ran.
+    pub fn rejected_spec(job_id: &str, spec_bytes: &[u8], error: &PipelineError) -> Self {
+        let notify = serde_json::from_slice::<serde_json::Value>(spec_bytes)
+            .ok()
+            .and_then(|v| v.get("notify").cloned())
+            .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+            .map(|list| {
+                list.into_iter()
+                    .filter(|a| is_plausible_address(a))
+                    .take(MAX_RECIPIENTS)
+                    .collect()
+            })
+            .unwrap_or_default();
+        JobResult::failed(job_id, None, notify, error, 0)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,47 @@
+//! The JSON documents the pipeline reads and writes, one type per document and one home for
+//! them all, below the handlers: a handler that needs another's document imports it from here,
+//! never from the other handler. Where each lives in S3 is [`crate::layout`]'s business; how it
+//! is read and written, [`crate::store`]'s (`get_json`, `put_json`, …).
+
+mod checkpoint;
+mod current_model;
+mod job;
+mod notification;
+mod prediction;
+
+pub use checkpoint::Checkpoint;
+pub use current_model::CurrentModel;
+pub use job::{
+    ErrorInfo, JobResult, JobSpec, JobStatus, MAX_RECIPIENTS, MAX_SPEC_BYTES, ModelInfo,
+    TrainingSummary, is_plausible_address,
+};
+pub use notification::{NotificationRecord, NotificationState};
+pub use prediction::PredictionDocument;
+
+/// A document type the store can read and write as JSON. `NAME` says what it is in errors
+/// ("job result in s3://… is not valid JSON"), so a user knows which file to look at.
+pub trait Document: serde::Serialize + serde::de::DeserializeOwned {
+    const NAME: &'static str;
+}
+
+impl Document for JobResult {
+    const NAME: &'static str = "job result";
+}
+impl Document for PredictionDocument {
+    const NAME: &'static str = "prediction";
+}
+impl Document for CurrentModel {
+    const NAME: &'static str = "models/current.json";
+}
+impl Document for Checkpoint {
+    const NAME: &'static str = "checkpoint";
+}
+impl Document for NotificationRecord {
+    const NAME: &'static str = "notification record";
+}
+impl Document for vision::HeadDocument {
+    const NAME: &'static str = "head.json";
+}
+impl Document for vision::Metrics {
+    const NAME: &'static str = "metrics.json";
+}

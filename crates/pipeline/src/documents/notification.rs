@@ -1,0 +1,26 @@
+//! `notifications/<id>.json`: the claim that makes one result send one email.
+
+use serde::{Deserialize, Serialize};
+
+/// Written with a conditional write before sending, updated after; see the notifier handler for
+/// the state machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationRecord {
+    pub state: NotificationState,
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationState {
+    Sending,
+    Sent,
+    Failed,
+    NoRecipients,
+}

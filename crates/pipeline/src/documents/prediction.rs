@@ -1,0 +1,27 @@
+//! `predictions/<path>.json`: what the upload trigger says about one image.
+
+use serde::{Deserialize, Serialize};
+use vision::Prediction;
+
+use super::ErrorInfo;
+
+/// One image version's classification, or why it could not be classified.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictionDocument {
+    /// `images/<path>` in the input bucket.
+    pub source_key: String,
+    /// The ETag of the image version this prediction is for.
+    pub source_etag: Option<String>,
+    /// `imagenet` or the job id of the trained model.
+    pub model_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<Prediction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings_ms: Option<vision::Timings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+}

@@ -1,0 +1,61 @@
+//! The three Lambda handlers, over the shared pieces of the crate (documents, store, layout,
+//! events, report). No handler imports another: what two of them share lives below them.
+//! They live in the library, not in `functions/`, so the demo and the tests run exactly what
+//! Lambda runs.
+
+pub mod notifier;
+pub mod trainer;
+pub mod upload;
+
+use std::fmt::Debug;
+use std::future::Future;
+
+use tracing::{Instrument, info, warn};
+
+use crate::error::Result;
+use crate::event::{CreatedObject, S3Event, created_objects};
+
+pub use notifier::{Notifier, NotifyOutcome};
+pub use trainer::{ProgressObserver, Trainer, TrainerOptions, TrainerOutcome, TrainingProgress};
+pub use upload::{RecordOutcome, UploadTrigger};
+
+/// The record loop of the S3-triggered handlers: `handle` runs for every created object of
+/// `event`, each on its own, in a span carrying its bucket and key (in Lambda, the runtime's
+/// enclosing span adds the request id). A record that names no usable object is logged and
+/// skipped. A failed record does not stop its neighbours; the last failure is returned so
+/// Lambda retries the event, and the records already done must be idempotent.
+pub(crate) async fn for_each_record<O, F, Fut>(event: &S3Event, handle: F) -> Result<Vec<O>>
+where
+    O: Debug,
+    F: Fn(CreatedObject) -> Fut,
+    Fut: Future<Output = Result<O>>,
+{
+    let mut outcomes = Vec::new();
+    let mut failure = None;
+    for object in created_objects(event) {
+        let object = match object {
+            Ok(object) => object,
+            Err(reason) => {
+                warn!(%reason, "skipping a record that names no usable object");
+                continue;
+            }
+        };
+        let span = tracing::info_span!("record", bucket = %object.bucket, key = %object.key);
+        let result = handle(object).instrument(span.clone()).await;
+        let _entered = span.enter();
+        match result {
+            Ok(outcome) => {
+                info!(?outcome, "record handled");
+                outcomes.push(outcome);
+            }
+            Err(error) => {
+                warn!(%error, "record failed; the event will be retried");
+                failure = Some(error);
+            }
+        }
+    }
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(outcomes),
+    }
+}

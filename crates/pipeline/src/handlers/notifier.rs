@@ -1,0 +1,178 @@
+//! The notifier function: `results/<id>.json` → one email, exactly once.
+//!
+//! Before sending it claims `notifications/<id>.json` with a conditional write, so duplicate
+//! events find the claim and send nothing. A send that SES refuses marks the claim `failed`
+//! and returns an error, so Lambda retries and the retry may claim again. A claim left
+//! `sending` (the function died after SES may have accepted the message) is never re-sent:
+//! at most one email per result.
+
+use std::sync::Arc;
+
+use crate::clock::now_rfc3339;
+use crate::config::Config;
+use crate::documents::{JobResult, JobStatus, NotificationRecord, NotificationState};
+use crate::error::{PipelineError, Result};
+use crate::event::S3Event;
+use crate::layout;
+use crate::mailer::{Mailer, OutgoingEmail};
+use crate::observe;
+use crate::report::{build_message, render};
+use crate::store::S3Store;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyOutcome {
+    Sent { job_id: String, message_id: String },
+    AlreadyHandled { job_id: String },
+    NoRecipients { job_id: String },
+    Ignored { key: String },
+}
+
+pub struct Notifier {
+    config: Config,
+    store: S3Store,
+    mailer: Arc<dyn Mailer>,
+}
+
+impl Notifier {
+    pub fn new(config: Config, store: S3Store, mailer: Arc<dyn Mailer>) -> Self {
+        Notifier {
+            config,
+            store,
+            mailer,
+        }
+    }
+
+    pub async fn handle(&self, event: &S3Event) -> Result<Vec<NotifyOutcome>> {
+        super::for_each_record(event, |object| async move {
+            match layout::parse_result_key(&object.key) {
+                Ok(Some(job_id)) if object.bucket == self.config.results_bucket => {
+                    self.notify(&job_id).await
+                }
+                _ => Ok(NotifyOutcome::Ignored { key: object.key }),
+            }
+        })
+        .await
+    }
+
+    async fn notify(&self, job_id: &str) -> Result<NotifyOutcome> {
+        let bucket = &self.config.results_bucket;
+        let result = self
+            .store
+            .get_json::<JobResult>(bucket, &layout::result_key(job_id))
+            .await?
+            .document;
+        let recipients = if result.notify.is_empty() {
+            self.config.default_recipients.clone()
+        } else {
+            result.notify.clone()
+        };
+        let record_key = layout::notification_key(job_id);
+        let record = |state, message_id, error| NotificationRecord {
+            state,
+            recipients: recipients.clone(),
+            message_id,
+            error,
+            updated_at: now_rfc3339(),
+        };
+        if recipients.is_empty() {
+            let record = record(NotificationState::NoRecipients, None, None);
+            self.store
+                .put_json_if_absent(bucket, &record_key, &record)
+                .await?;
+            return Ok(NotifyOutcome::NoRecipients {
+                job_id: job_id.to_owned(),
+            });
+        }
+        let sender = self
+            .config
+            .sender_address
+            .clone()
+            .ok_or(PipelineError::MissingConfig {
+                name: "SENDER_ADDRESS",
+                hint: "set it to a verified SES identity",
+            })?;
+        let claim = record(NotificationState::Sending, None, None);
+        if !self.claim(&record_key, &claim).await? {
+            return Ok(NotifyOutcome::AlreadyHandled {
+                job_id: job_id.to_owned(),
+            });
+        }
+
+        // From here on the claim is ours: any failure before the mail is accepted marks the
+        // record `failed`, so Lambda's retry may claim it again instead of finding it stuck.
+        let sent = match self.compose(job_id, &result, sender, &recipients).await {
+            Ok(email) => self.mailer.send(&email).await,
+            Err(error) => Err(error),
+        };
+        match sent {
+            Ok(message_id) => {
+                metrics::counter!(observe::EMAILS_SENT).increment(1);
+                let record = record(NotificationState::Sent, Some(message_id.clone()), None);
+                self.store.put_json(bucket, &record_key, &record).await?;
+                Ok(NotifyOutcome::Sent {
+                    job_id: job_id.to_owned(),
+                    message_id,
+                })
+            }
+            Err(error) => {
+                let record = record(NotificationState::Failed, None, Some(error.to_string()));
+                self.store.put_json(bucket, &record_key, &record).await?;
+                Err(error)
+            }
+        }
+    }
+
+    /// Takes the notification for this invocation: a new claim, or one a failed send left
+    /// behind (replaced only if nobody else replaced it first). `false`: someone else has it.
+    async fn claim(&self, record_key: &str, claim: &NotificationRecord) -> Result<bool> {
+        let bucket = &self.config.results_bucket;
+        if self
+            .store
+            .put_json_if_absent(bucket, record_key, claim)
+            .await?
+        {
+            return Ok(true);
+        }
+        let previous = self
+            .store
+            .get_json::<NotificationRecord>(bucket, record_key)
+            .await?;
+        match previous.etag.as_deref() {
+            Some(etag) if previous.document.state == NotificationState::Failed => {
+                self.store
+                    .put_json_if_match(bucket, record_key, claim, etag)
+                    .await
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The report for `result`, rendered and built as a MIME message.
+    async fn compose(
+        &self,
+        job_id: &str,
+        result: &JobResult,
+        sender: String,
+        recipients: &[String],
+    ) -> Result<OutgoingEmail> {
+        let metrics = match (&result.status, &result.model) {
+            (JobStatus::Succeeded, Some(_)) => self
+                .store
+                .get_json_lenient::<vision::Metrics>(
+                    &self.config.results_bucket,
+                    &layout::model_file_key(job_id, vision::bundle::METRICS_FILE),
+                )
+                .await?
+                .and_then(|stored| stored.document),
+            _ => None,
+        };
+        let report = render(result, metrics.as_ref());
+        let raw = build_message(&report, &sender, recipients)?;
+        Ok(OutgoingEmail {
+            job_id: job_id.to_owned(),
+            from: sender,
+            to: recipients.to_vec(),
+            raw,
+        })
+    }
+}

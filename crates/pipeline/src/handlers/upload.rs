@@ -1,0 +1,344 @@
+//! The upload-trigger function: `images/**` → a prediction; `jobs/<id>.json` → a training job.
+
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+use vision::{Backbone, Classification, Classifier, DecodeLimits, HeadDocument, VisionError};
+
+use crate::config::Config;
+use crate::documents::{CurrentModel, ErrorInfo, JobResult, JobSpec, PredictionDocument};
+use crate::error::Result;
+use crate::event::{CreatedObject, S3Event};
+use crate::launcher::TrainerLauncher;
+use crate::layout::{self, InputKey};
+use crate::loading::BackboneLoader;
+use crate::observe;
+use crate::store::{JSON_CONTENT_TYPE, Object, S3Store, Stored};
+
+/// How many classes a prediction lists.
+pub const TOP_K: usize = 5;
+
+/// Per-container state: clients, the backbone (loaded once) and the current classifier, cached
+/// until `models/current.json` changes.
+pub struct UploadTrigger {
+    config: Config,
+    store: S3Store,
+    launcher: Arc<dyn TrainerLauncher>,
+    backbone: BackboneLoader,
+    limits: DecodeLimits,
+    current: Mutex<Option<CachedClassifier>>,
+}
+
+/// The classifier of one version of `models/current.json` (`etag` `None`: no such object).
+struct CachedClassifier {
+    etag: Option<String>,
+    model_id: String,
+    classifier: Classifier,
+}
+
+/// What happened to one record, for logs, metrics and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordOutcome {
+    Predicted { key: String, model_id: String },
+    ImageRejected { key: String, kind: String },
+    AlreadyPredicted { key: String },
+    JobStarted { job_id: String },
+    JobAlreadyStarted { job_id: String },
+    JobRejected { job_id: String },
+    JobAlreadyFinished { job_id: String },
+    Ignored { key: String },
+}
+
+/// The image, or the reason it was refused from the event alone, without downloading it.
+enum Fetched {
+    Image(Object),
+    Refused(VisionError),
+}
+
+impl UploadTrigger {
+    pub fn new(
+        config: Config,
+        store: S3Store,
+        launcher: Arc<dyn TrainerLauncher>,
+        backbone: impl Into<BackboneLoader>,
+    ) -> Self {
+        UploadTrigger {
+            config,
+            store,
+            launcher,
+            backbone: backbone.into(),
+            limits: DecodeLimits::default(),
+            current: Mutex::new(None),
+        }
+    }
+
+    /// Handles every record independently: a bad image or spec is recorded in S3 and does not
+    /// fail its neighbours; a transient AWS error fails the event so Lambda retries it (the
+    /// records already done are idempotent).
+    pub async fn handle(&self, event: &S3Event) -> Result<Vec<RecordOutcome>> {
+        super::for_each_record(
+            event,
+            |object| async move { self.handle_object(&object).await },
+        )
+        .await
+    }
+
+    async fn handle_object(&self, object: &CreatedObject) -> Result<RecordOutcome> {
+        let ignored = || RecordOutcome::Ignored {
+            key: object.key.clone(),
+        };
+        if object.bucket != self.config.input_bucket {
+            return Ok(ignored());
+        }
+        match InputKey::parse(&object.key) {
+            Ok(InputKey::Image { path }) => self.classify(object, &path).await,
+            Ok(InputKey::JobSpec { job_id }) => self.start_job(object, &job_id).await,
+            Ok(InputKey::Other) => Ok(ignored()),
+            Err(error) => {
+                warn!(key = %object.key, %error, "job spec with an unsafe name ignored");
+                Ok(ignored())
+            }
+        }
+    }
+
+    /// One prediction per image version: the existing prediction, the current model and the
+    /// image are fetched at once (a duplicate event wastes the image GET), and the new
+    /// prediction is written conditionally, so a concurrent duplicate loses the race.
+    async fn classify(&self, object: &CreatedObject, path: &str) -> Result<RecordOutcome> {
+        let prediction_key = layout::prediction_key(path);
+        let bucket = &self.config.results_bucket;
+        let refusal = object
+            .size
+            .and_then(|size| self.limits.check_encoded_len(size).err());
+        let fetch_image = async {
+            match refusal {
+                Some(error) => Ok(Fetched::Refused(error)),
+                None => self
+                    .store
+                    .get(&self.config.input_bucket, &object.key)
+                    .await
+                    .map(Fetched::Image),
+            }
+        };
+        let (existing, current, fetched) = tokio::join!(
+            self.store
+                .get_json_lenient::<PredictionDocument>(bucket, &prediction_key),
+            self.current_classifier(),
+            fetch_image
+        );
+        let existing = existing?;
+        let event_etag = object.etag.as_deref().map(unquote);
+        if let Some(Stored {
+            document: Some(previous),
+            ..
+        }) = &existing
+            && previous.source_etag.is_some()
+            && previous.source_etag == event_etag
+        {
+            return Ok(RecordOutcome::AlreadyPredicted {
+                key: object.key.clone(),
+            });
+        }
+
+        let (model_id, classifier) = current?;
+        let mut source_etag = event_etag;
+        let classified = match fetched? {
+            Fetched::Refused(error) => Err(error),
+            Fetched::Image(image) => {
+                source_etag = source_etag.or_else(|| image.etag.as_deref().map(unquote));
+                let limits = self.limits.clone();
+                tokio::task::spawn_blocking(move || {
+                    classifier.classify(&image.bytes, &limits, TOP_K)
+                })
+                .await?
+            }
+        };
+        let document = prediction_document(object, model_id.clone(), source_etag, classified)?;
+        let outcome = match &document.error {
+            None => RecordOutcome::Predicted {
+                key: object.key.clone(),
+                model_id,
+            },
+            Some(error) => RecordOutcome::ImageRejected {
+                key: object.key.clone(),
+                kind: error.kind.clone(),
+            },
+        };
+        let written = match existing.and_then(|e| e.etag) {
+            Some(etag) => {
+                self.store
+                    .put_json_if_match(bucket, &prediction_key, &document, &etag)
+                    .await?
+            }
+            None => {
+                self.store
+                    .put_json_if_absent(bucket, &prediction_key, &document)
+                    .await?
+            }
+        };
+        Ok(if written {
+            outcome
+        } else {
+            RecordOutcome::AlreadyPredicted {
+                key: object.key.clone(),
+            }
+        })
+    }
+
+    /// The classifier `models/current.json` names, reloaded only when that object changes.
+    async fn current_classifier(&self) -> Result<(String, Classifier)> {
+        let bucket = &self.config.results_bucket;
+        let current = self
+            .store
+            .get_json_if_exists::<CurrentModel>(bucket, layout::CURRENT_MODEL_KEY)
+            .await?;
+        let etag = current.as_ref().and_then(|c| c.etag.clone());
+        let mut cache = self.current.lock().await;
+        if let Some(cached) = cache.as_ref()
+            && cached.etag == etag
+        {
+            return Ok((cached.model_id.clone(), cached.classifier.clone()));
+        }
+        let (model_id, classifier) = match current {
+            None => (
+                "imagenet".to_owned(),
+                Classifier::imagenet(self.backbone.get().await?),
+            ),
+            Some(pointer) => {
+                let pointer = pointer.document;
+                let classifier = self.trained_classifier(&pointer.head_key).await?;
+                (pointer.model_id, classifier)
+            }
+        };
+        info!(%model_id, "classification model loaded");
+        *cache = Some(CachedClassifier {
+            etag,
+            model_id: model_id.clone(),
+            classifier: classifier.clone(),
+        });
+        Ok((model_id, classifier))
+    }
+
+    /// The bundled backbone with the head at `head_key`. A head trained at another input size
+    /// needs the backbone planned for that size: built once per model change, like the
+    /// classifier itself.
+    async fn trained_classifier(&self, head_key: &str) -> Result<Classifier> {
+        let document = self
+            .store
+            .get_json::<HeadDocument>(&self.config.results_bucket, head_key)
+            .await?
+            .document;
+        let loaded = self.backbone.get().await?;
+        let backbone = if document.input_size == loaded.preprocessor().input_size() {
+            loaded
+        } else {
+            let size = document.input_size;
+            Arc::new(
+                tokio::task::spawn_blocking(move || {
+                    Backbone::from_bytes(vision::BUNDLED_MODEL, size)
+                })
+                .await??,
+            )
+        };
+        let head = document.head_for(&backbone)?;
+        Ok(Classifier::with_head(backbone, head))
+    }
+
+    async fn start_job(&self, object: &CreatedObject, job_id: &str) -> Result<RecordOutcome> {
+        let bucket = &self.config.results_bucket;
+        let result_key = layout::result_key(job_id);
+        if self
+            .store
+            .get_if_exists(bucket, &result_key)
+            .await?
+            .is_some()
+        {
+            return Ok(RecordOutcome::JobAlreadyFinished {
+                job_id: job_id.to_owned(),
+            });
+        }
+        let spec = self
+            .store
+            .get(&self.config.input_bucket, &object.key)
+            .await?;
+        if let Err(error) = JobSpec::parse(&spec.bytes) {
+            // Tell the owner, if the spec says who that is, why the job never ran.
+            let result = JobResult::rejected_spec(job_id, &spec.bytes, &error);
+            self.store
+                .put_json_if_absent(bucket, &result_key, &result)
+                .await?;
+            return Ok(RecordOutcome::JobRejected {
+                job_id: job_id.to_owned(),
+            });
+        }
+        // The GET above returned the newest version of the spec, whichever event this is; the
+        // first event to claim the job pins those bytes. Duplicates and older events arriving
+        // late find the claim and start nothing.
+        let claim = layout::accepted_spec_key(job_id);
+        if !self
+            .store
+            .put_if_absent(bucket, &claim, spec.bytes, JSON_CONTENT_TYPE)
+            .await?
+        {
+            return Ok(RecordOutcome::JobAlreadyStarted {
+                job_id: job_id.to_owned(),
+            });
+        }
+        if let Err(error) = self.launcher.start(job_id, 0).await {
+            // Release the claim so Lambda's retry of this event can start the job.
+            let _ = self.store.delete(bucket, &claim).await;
+            return Err(error);
+        }
+        Ok(RecordOutcome::JobStarted {
+            job_id: job_id.to_owned(),
+        })
+    }
+}
+
+/// The prediction for `object`: its classes, or the reason the image was refused (recorded, not
+/// retried). Any other failure is returned, so Lambda retries the event.
+fn prediction_document(
+    object: &CreatedObject,
+    model_id: String,
+    source_etag: Option<String>,
+    classified: vision::Result<Classification>,
+) -> Result<PredictionDocument> {
+    let mut document = PredictionDocument {
+        source_key: object.key.clone(),
+        source_etag,
+        model_id,
+        top: Vec::new(),
+        width: None,
+        height: None,
+        timings_ms: None,
+        error: None,
+    };
+    match classified {
+        Ok(classification) => {
+            metrics::counter!(observe::IMAGES_CLASSIFIED).increment(1);
+            let timings = &classification.timings;
+            metrics::histogram!(observe::INFERENCE_MS).record(timings.inference_ms);
+            metrics::histogram!(observe::CLASSIFY_MS)
+                .record(timings.decode_ms + timings.preprocess_ms + timings.inference_ms);
+            document.top = classification.top;
+            document.width = Some(classification.width);
+            document.height = Some(classification.height);
+            document.timings_ms = Some(classification.timings);
+        }
+        Err(error) if error.is_bad_image() => {
+            metrics::counter!(observe::IMAGE_ERRORS).increment(1);
+            document.error = Some(ErrorInfo {
+                kind: error.kind().to_owned(),
+                message: error.to_string(),
+            });
+        }
+        Err(error) => return Err(error.into()),
+    }
+    Ok(document)
+}
+
+/// ETags arrive quoted from S3 responses and bare in S3 events; store them bare.
+fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_owned()
+}
