@@ -97,11 +97,8 @@ def stop(process: subprocess.Popen) -> None:
 def lay_out_as_sam_build() -> None:
     """Writes .aws-sam/build as `sam build` does: one folder per function holding `bootstrap`,
     and the template with each CodeUri pointing at its folder."""
-    # With the CLI's package too: cargo then resolves the same crate features as the workspace
-    # test build (the CLI turns on `vision/clap`) and reuses its artifacts instead of rebuilding.
-    packages = [*FUNCTIONS.values(), "lambda-vision-cli"]
     subprocess.run(
-        ["cargo", "build", "--locked", *sum((["-p", p] for p in packages), [])],
+        ["cargo", "build", "--locked", *sum((["-p", b] for b in FUNCTIONS.values()), [])],
         cwd=REPO,
         check=True,
     )

@@ -226,6 +226,32 @@ mod tests {
         assert_eq!(lambda_runtime::Diagnostic::from(vision).error_type, "Empty");
     }
 
+    /// A pipeline limit and a crashed worker say what they are, not "inference".
+    #[tokio::test]
+    async fn limits_and_worker_failures_have_kinds_of_their_own() {
+        let limit = PipelineError::ContinuationLimit {
+            limit: 10,
+            done: 700,
+            total: 9000,
+        };
+        assert_eq!(limit.kind(), "continuation_limit");
+        assert!(!limit.is_transient());
+        assert!(limit.to_string().contains("700 of 9000"), "{limit}");
+        assert_eq!(
+            lambda_runtime::Diagnostic::from(limit).error_type,
+            "ContinuationLimit"
+        );
+        let panicked = tokio::task::spawn_blocking(|| -> u8 { panic!("worker fell over") })
+            .await
+            .unwrap_err();
+        let worker = PipelineError::from(panicked);
+        assert_eq!(worker.kind(), "worker_failed");
+        assert!(
+            worker.to_string().contains("worker thread failed"),
+            "{worker}"
+        );
+    }
+
     #[test]
     fn kinds_become_pascal_case() {
         assert_eq!(pascal_case("s3"), "S3");
