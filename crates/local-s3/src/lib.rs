@@ -1,14 +1,18 @@
 //! An S3-compatible server in-process: `s3s-fs` serving a folder over HTTP on loopback, so
 //! code talks real S3 (SigV4, conditional writes, listings) through the AWS SDK, and every
 //! object is a plain file, `<root>/<bucket>/<key>`. The demo runs on it; tests stop and restart
-//! it to play an S3 outage (the objects survive, being files).
+//! it to play an S3 outage (the objects survive, being files). It counts the requests it
+//! serves by operation, so tests can check what a piece of work costs in S3 requests.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
+use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use tokio::net::TcpListener;
@@ -24,7 +28,27 @@ pub struct LocalS3 {
     pub endpoint: String,
     pub root: PathBuf,
     pub port: u16,
+    requests: RequestCounter,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Requests served, by S3 operation name (`GetObject`, `PutObject`, …), signed ones only.
+#[derive(Clone, Default)]
+struct RequestCounter(Arc<Mutex<BTreeMap<String, u64>>>);
+
+/// Counts every signed request, then lets it through (unsigned ones are refused, as by
+/// default).
+#[async_trait::async_trait]
+impl S3Access for RequestCounter {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> s3s::S3Result<()> {
+        if cx.credentials().is_none() {
+            return Err(s3s::s3_error!(AccessDenied, "signed requests only"));
+        }
+        if let Ok(mut counts) = self.0.lock() {
+            *counts.entry(cx.s3_op().name().to_owned()).or_default() += 1;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for LocalS3 {
@@ -45,9 +69,11 @@ impl LocalS3 {
             .with_context(|| format!("cannot create {}", root.display()))?;
         let file_system = s3s_fs::FileSystem::new(root)
             .map_err(|e| anyhow::anyhow!("cannot serve {} as S3: {e:?}", root.display()))?;
+        let requests = RequestCounter::default();
         let service = {
             let mut builder = S3ServiceBuilder::new(file_system);
             builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+            builder.set_access(requests.clone());
             builder.build()
         };
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
@@ -78,8 +104,18 @@ impl LocalS3 {
             endpoint: format!("http://127.0.0.1:{port}"),
             root: root.to_owned(),
             port,
+            requests,
             task,
         })
+    }
+
+    /// The requests served so far, by operation name, and starts counting again from zero.
+    pub fn take_request_counts(&self) -> BTreeMap<String, u64> {
+        self.requests
+            .0
+            .lock()
+            .map(|mut counts| std::mem::take(&mut *counts))
+            .unwrap_or_default()
     }
 
     /// The AWS SDK settings that reach this server (its region, credentials and endpoint), as

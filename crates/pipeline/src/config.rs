@@ -13,6 +13,11 @@ pub struct Config {
     pub trainer_function: Option<String>,
     /// How often a training job may hand itself on to a fresh invocation (`MAX_CONTINUATIONS`).
     pub max_continuations: u32,
+    /// How long a container trusts the `models/current.json` it read before reading it again
+    /// (`MODEL_CACHE_SECONDS`, default 30; 0 reads it for every image). A burst of uploads then
+    /// costs one read of the pointer, not one per image; a newly trained model is picked up by
+    /// each warm container within this time.
+    pub model_cache: std::time::Duration,
     /// The verified SES sender (`SENDER_ADDRESS`).
     pub sender_address: Option<String>,
     /// Who gets reports of jobs without a `notify` list (`DEFAULT_RECIPIENTS`, comma-separated).
@@ -48,6 +53,13 @@ impl Config {
                 reason: format!("{value:?} is not a whole number"),
             })?,
         };
+        let model_cache_seconds: u64 = match optional("MODEL_CACHE_SECONDS") {
+            None => 30,
+            Some(value) => value.parse().map_err(|_| PipelineError::InvalidConfig {
+                name: "MODEL_CACHE_SECONDS",
+                reason: format!("{value:?} is not a whole number of seconds"),
+            })?,
+        };
         let default_recipients: Vec<String> = optional("DEFAULT_RECIPIENTS")
             .map(|list| {
                 list.split(',')
@@ -70,6 +82,7 @@ impl Config {
             results_bucket: required("RESULTS_BUCKET")?,
             trainer_function: optional("TRAINER_FUNCTION"),
             max_continuations,
+            model_cache: std::time::Duration::from_secs(model_cache_seconds),
             sender_address: optional("SENDER_ADDRESS"),
             default_recipients,
             mail_outbox_dir: optional("MAIL_OUTBOX_DIR").map(std::path::PathBuf::from),

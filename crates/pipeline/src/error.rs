@@ -26,6 +26,11 @@ pub enum PipelineError {
     #[error("S3 object s3://{bucket}/{key} does not exist")]
     NotFound { bucket: String, key: String },
 
+    #[error(
+        "S3 object s3://{bucket}/{key} is no longer the version the event announced (a newer upload replaced it)"
+    )]
+    Changed { bucket: String, key: String },
+
     #[error("S3 object s3://{bucket}/{key} already exists (conditional write refused)")]
     AlreadyExists { bucket: String, key: String },
 
@@ -63,6 +68,14 @@ pub enum PipelineError {
     #[error("sending email failed: {0}")]
     Email(String),
 
+    #[error(
+        "the email may or may not have been sent: {0}; it is not sent again (at most one email per result)"
+    )]
+    EmailUnconfirmed(String),
+
+    #[error("the report email cannot be built: {0}")]
+    InvalidEmail(String),
+
     #[error("starting the trainer failed: {0}")]
     Invoke(String),
 
@@ -79,6 +92,7 @@ impl PipelineError {
             PipelineError::MissingConfig { .. } => "missing_config",
             PipelineError::InvalidConfig { .. } => "invalid_config",
             PipelineError::NotFound { .. } => "not_found",
+            PipelineError::Changed { .. } => "changed",
             PipelineError::AlreadyExists { .. } => "already_exists",
             PipelineError::S3 { .. } => "s3",
             PipelineError::BadDocument { .. } => "bad_document",
@@ -86,6 +100,8 @@ impl PipelineError {
             PipelineError::ContinuationLimit { .. } => "continuation_limit",
             PipelineError::WorkerFailed(_) => "worker_failed",
             PipelineError::Email(_) => "email",
+            PipelineError::EmailUnconfirmed(_) => "email_unconfirmed",
+            PipelineError::InvalidEmail(_) => "invalid_email",
             PipelineError::Invoke(_) => "invoke",
             PipelineError::Vision(e) => e.kind(),
         }

@@ -154,6 +154,11 @@ pub fn accepted_spec_key(job_id: &str) -> String {
     format!("{CHECKPOINTS_PREFIX}{job_id}/spec.json")
 }
 
+/// Which trainer invocation runs the job now (see `documents::TrainerLease`).
+pub fn lease_key(job_id: &str) -> String {
+    format!("{CHECKPOINTS_PREFIX}{job_id}/lease.json")
+}
+
 pub fn checkpoint_key(job_id: &str) -> String {
     format!("{CHECKPOINTS_PREFIX}{job_id}/progress.json")
 }
@@ -223,6 +228,7 @@ mod tests {
             CURRENT_MODEL_KEY.to_owned(),
             feature_cache_key("abc", 224, "d", "\"etag-1\""),
             checkpoint_key("j"),
+            lease_key("j"),
             accepted_spec_key("j"),
             notification_key("j"),
         ] {

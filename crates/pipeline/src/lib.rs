@@ -15,6 +15,7 @@ pub mod layout;
 pub mod loading;
 pub mod mailer;
 pub mod observe;
+pub mod predictions;
 pub mod report;
 pub mod store;
 

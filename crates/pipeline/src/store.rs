@@ -109,12 +109,40 @@ impl S3Store {
 
     /// Reads `range` (an HTTP range such as `bytes=0-1023`) or the whole object.
     pub async fn get_range(&self, bucket: &str, key: &str, range: Option<&str>) -> Result<Object> {
+        self.get_object(bucket, key, range, None).await
+    }
+
+    /// Reads the object only while it is still the version with `etag` (`If-Match`): `None`
+    /// when a newer version has replaced it, so a late event never reads another version's
+    /// bytes.
+    pub async fn get_if_match(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+    ) -> Result<Option<Object>> {
+        let quoted = format!("\"{}\"", etag.trim_matches('"'));
+        match self.get_object(bucket, key, None, Some(&quoted)).await {
+            Ok(object) => Ok(Some(object)),
+            Err(PipelineError::Changed { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<&str>,
+        if_match: Option<&str>,
+    ) -> Result<Object> {
         let output = self
             .client
             .get_object()
             .bucket(bucket)
             .key(key)
             .set_range(range.map(str::to_owned))
+            .set_if_match(if_match.map(str::to_owned))
             .send()
             .await
             .map_err(|e| s3_error("GetObject", bucket, key, e))?;
@@ -416,6 +444,11 @@ where
     let missing_bucket = error.as_service_error().and_then(|e| e.code()) == Some("NoSuchBucket");
     match status {
         Some(404) if !missing_bucket => PipelineError::NotFound {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        },
+        // A read's precondition (If-Match) failed: the object is another version now.
+        Some(412) if operation == "GetObject" => PipelineError::Changed {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
         },

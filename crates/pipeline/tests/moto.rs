@@ -19,9 +19,9 @@ use common::{create_buckets, dataset_objects, fixture, stack_config};
 use pipeline::documents::PredictionDocument;
 use pipeline::documents::{JobResult, JobStatus};
 use pipeline::event::relayed_event;
-use pipeline::handlers::NotifyOutcome;
 use pipeline::handlers::RecordOutcome;
 use pipeline::handlers::TrainerOutcome;
+use pipeline::handlers::{FailureRecorder, InvocationRecord, NotifyOutcome};
 use pipeline::{
     Notifier, S3Event, S3Store, SesMailer, Trainer, TrainerEvent, TrainerLauncher, TrainerOptions,
     UploadTrigger,
@@ -340,6 +340,7 @@ impl Stack {
                     continuation: next, ..
                 } => continuation = next,
                 TrainerOutcome::AlreadyFinished => panic!("already finished"),
+                TrainerOutcome::AlreadyRunning => panic!("already running"),
             }
         }
         panic!("no end after 50 invocations");
@@ -827,4 +828,297 @@ async fn datasets_over_the_limits_fail_their_job_before_any_work() {
     );
     let cached = stack.store.list(RESULTS, "cache/").await.unwrap();
     assert!(cached.is_empty(), "nothing was extracted");
+}
+
+// ------------------------------------------------------------ failure gaps (nothing lost)
+
+/// A late event for an image version that a newer upload replaced reads nothing (the GET is
+/// pinned to the event's ETag) and writes nothing; the newer version's own event classifies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_event_for_a_replaced_image_classifies_nothing() {
+    let stack = stack(TrainerOptions::default()).await;
+    stack
+        .put(INPUT, "images/pet.jpg", fixture("chelsea.jpg"))
+        .await;
+    stack
+        .put(INPUT, "images/pet.jpg", fixture("coffee.jpg"))
+        .await;
+    let events = stack.events(&stack.input_queue).await;
+    assert_eq!(events.len(), 2);
+    // The older version's event arrives last: handle it first, as if it had been delayed.
+    let outcomes = stack.trigger.handle(&events[0]).await.unwrap();
+    assert!(
+        matches!(outcomes[..], [RecordOutcome::Superseded { .. }]),
+        "{outcomes:?}"
+    );
+    assert!(
+        stack
+            .store
+            .get_if_exists(RESULTS, "predictions/pet.jpg.json")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing recorded against the old ETag"
+    );
+    stack.trigger.handle(&events[1]).await.unwrap();
+    let prediction: PredictionDocument = stack.json("predictions/pet.jpg.json").await;
+    let newest = events[1].records[0].s3.object.e_tag.clone();
+    assert_eq!(prediction.source_etag, newest);
+    assert!(
+        ["espresso", "cup", "coffee mug"].contains(&prediction.top[0].label.as_str()),
+        "{:?}",
+        prediction.top
+    );
+}
+
+/// Problems a retry cannot fix are recorded where the user looks and acknowledged: a broken
+/// `models/current.json` and an image deleted before its GET give error predictions; a
+/// notifier without a sender records why the report was not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_problems_are_recorded_and_acknowledged() {
+    let stack = stack(TrainerOptions::default()).await;
+    stack
+        .put(RESULTS, "models/current.json", b"{not json".to_vec())
+        .await;
+    stack
+        .put(INPUT, "images/a.jpg", fixture("chelsea.jpg"))
+        .await;
+    stack
+        .put(INPUT, "images/gone.jpg", fixture("coffee.jpg"))
+        .await;
+    stack.store.delete(INPUT, "images/gone.jpg").await.unwrap();
+    for event in stack.events(&stack.input_queue).await {
+        let outcomes = stack.trigger.handle(&event).await.unwrap();
+        assert!(
+            matches!(outcomes[..], [RecordOutcome::ImageRejected { .. }]),
+            "{outcomes:?}"
+        );
+    }
+    let broken: PredictionDocument = stack.json("predictions/a.jpg.json").await;
+    let error = broken.error.unwrap();
+    assert_eq!(error.kind, "bad_document");
+    assert!(
+        error.message.contains("models/current.json"),
+        "{}",
+        error.message
+    );
+    let gone: PredictionDocument = stack.json("predictions/gone.jpg.json").await;
+    assert_eq!(gone.error.unwrap().kind, "not_found");
+
+    // No SENDER_ADDRESS: recorded as undeliverable with the reason, not retried.
+    let notifier = Notifier::new(
+        stack_config(INPUT, RESULTS, &[]),
+        stack.store.clone(),
+        Arc::new(SesMailer::new(&aws(&stack.ses_moto.url).await)),
+    );
+    let result = serde_json::json!({
+        "job_id": "nosender", "status": "failed", "notify": ["owner@example.com"],
+        "error": {"kind": "invalid_spec", "message": "m"}, "finished_at": "2026-12-05T00:00:00Z"
+    });
+    stack
+        .put(
+            RESULTS,
+            "results/nosender.json",
+            result.to_string().into_bytes(),
+        )
+        .await;
+    for event in stack.events(&stack.results_queue).await {
+        let outcomes = notifier.handle(&event).await.unwrap();
+        assert!(
+            matches!(&outcomes[..], [NotifyOutcome::NotSent { kind, .. }] if kind == "missing_config"),
+            "{outcomes:?}"
+        );
+    }
+    let record: serde_json::Value = stack.json("notifications/nosender.json").await;
+    assert_eq!(record["state"], "undeliverable", "{record}");
+    assert!(
+        record["error"].as_str().unwrap().contains("SENDER_ADDRESS"),
+        "{record}"
+    );
+    assert!(stack.ses_moto.sent_emails().is_empty());
+}
+
+/// An SES endpoint that accepts the connection and never answers: the call times out, and
+/// whether SES sent the mail is unknown. At most once: the record says `unconfirmed`, the
+/// invocation is acknowledged, and no retry sends it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ses_call_that_times_out_is_never_sent_again() {
+    let stack = stack(TrainerOptions::default()).await;
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let connections = Arc::new(Mutex::new(Vec::new()));
+    let held = Arc::clone(&connections);
+    std::thread::spawn(move || {
+        for stream in silent.incoming().flatten() {
+            held.lock().unwrap().push(stream);
+        }
+    });
+    let notifier = Notifier::new(
+        stack_config(INPUT, RESULTS, &[("SENDER_ADDRESS", SENDER.to_owned())]),
+        stack.store.clone(),
+        Arc::new(SesMailer::with_timeout(
+            &aws(&silent_url).await,
+            Duration::from_secs(1),
+        )),
+    );
+    let result = serde_json::json!({
+        "job_id": "slow", "status": "failed", "notify": ["owner@example.com"],
+        "error": {"kind": "invalid_spec", "message": "m"}, "finished_at": "2026-12-05T00:00:00Z"
+    });
+    stack
+        .put(
+            RESULTS,
+            "results/slow.json",
+            result.to_string().into_bytes(),
+        )
+        .await;
+    let events = stack.events(&stack.results_queue).await;
+    let outcomes = notifier.handle(&events[0]).await.unwrap();
+    assert!(
+        matches!(&outcomes[..], [NotifyOutcome::NotSent { kind, .. }] if kind == "email_unconfirmed"),
+        "{outcomes:?}"
+    );
+    let record: serde_json::Value = stack.json("notifications/slow.json").await;
+    assert_eq!(record["state"], "unconfirmed", "{record}");
+    // Lambda would not retry an acknowledged event, but a duplicate delivery must not resend.
+    let again = notifier.handle(&events[0]).await.unwrap();
+    assert!(
+        matches!(again[..], [NotifyOutcome::AlreadyHandled { .. }]),
+        "{again:?}"
+    );
+    assert_eq!(connections.lock().unwrap().len(), 1, "one SendEmail call");
+}
+
+/// A second invocation for a job that one is running (a direct invoke, a duplicate delivery:
+/// another request id) extracts nothing and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trainer_per_job_however_it_is_invoked() {
+    let stack = stack(TrainerOptions::default()).await;
+    stack.upload_dataset("solo").await;
+    stack.put(INPUT, "jobs/solo.json", spec("solo")).await;
+    let event = TrainerEvent {
+        job_id: "solo".into(),
+        continuation: 0,
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let (first, second) = tokio::join!(
+        stack
+            .trainer
+            .handle_invocation(&event, deadline, "request-a"),
+        stack
+            .trainer
+            .handle_invocation(&event, deadline, "request-b"),
+    );
+    let mut outcomes = [first.unwrap(), second.unwrap()];
+    outcomes.sort_by_key(|o| matches!(o, TrainerOutcome::AlreadyRunning));
+    assert!(
+        matches!(&outcomes[0], TrainerOutcome::Finished(result) if result.status == JobStatus::Succeeded),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[1], TrainerOutcome::AlreadyRunning, "{outcomes:?}");
+    // Every image was extracted once: one cache entry each, written once.
+    let cached = stack.store.list(RESULTS, "cache/").await.unwrap();
+    assert_eq!(cached.len(), 9, "{cached:?}");
+    // A Lambda retry keeps its request id and may take its own lease back.
+    stack
+        .put(RESULTS, "checkpoints/again/lease.json", {
+            let until = std::time::SystemTime::now() + Duration::from_secs(600);
+            let ms = until
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis();
+            format!(r#"{{"continuation":0,"holder":"request-c","expires_at_ms":{ms}}}"#)
+                .into_bytes()
+        })
+        .await;
+    stack.upload_dataset("again").await;
+    stack.put(INPUT, "jobs/again.json", spec("again")).await;
+    let again = TrainerEvent {
+        job_id: "again".into(),
+        continuation: 0,
+    };
+    let other = stack
+        .trainer
+        .handle_invocation(&again, deadline, "request-d")
+        .await
+        .unwrap();
+    assert_eq!(other, TrainerOutcome::AlreadyRunning);
+    let retry = stack
+        .trainer
+        .handle_invocation(&again, deadline, "request-c")
+        .await
+        .unwrap();
+    assert!(matches!(retry, TrainerOutcome::Finished(_)), "{retry:?}");
+}
+
+/// What Lambda sends the on-failure destination when it gives up on the trainer, and on the
+/// upload trigger: the failure recorder writes the job's failed result (so exactly one email)
+/// and the image's error prediction, once however often the record arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_lambda_gives_up_on_still_reaches_the_owner_once() {
+    let stack = stack(TrainerOptions::default()).await;
+    stack.put(INPUT, "jobs/lost.json", spec("lost")).await;
+    stack
+        .put(INPUT, "images/lost.jpg", fixture("chelsea.jpg"))
+        .await;
+    let image_event = stack.events(&stack.input_queue).await.pop().unwrap();
+    let recorder = FailureRecorder::new(stack_config(INPUT, RESULTS, &[]), stack.store.clone());
+    let given_up = |payload: serde_json::Value, function: &str| {
+        serde_json::from_value::<InvocationRecord>(serde_json::json!({
+            "version": "1.0",
+            "timestamp": "2026-12-05T10:00:00.000Z",
+            "requestContext": {
+                "requestId": "5f9e0c2e-1111-4c3b-9a51-0123456789ab",
+                "functionArn": format!("arn:aws:lambda:us-east-1:123456789012:function:{function}:$LATEST"),
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": 3
+            },
+            "requestPayload": payload,
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "responsePayload": {"errorType": "S3", "errorMessage": "S3 GetObject on s3://lv-input/datasets/lost/cat/a.jpg failed: SlowDown: Please reduce your request rate."}
+        }))
+        .unwrap()
+    };
+    let trainer_record = given_up(
+        serde_json::json!({"job_id": "lost", "continuation": 2}),
+        "lambda-vision-trainer",
+    );
+    let image_record = given_up(
+        serde_json::to_value(&image_event).unwrap(),
+        "lambda-vision-upload-trigger",
+    );
+    for _ in 0..2 {
+        recorder.handle(&trainer_record).await.unwrap();
+        recorder.handle(&image_record).await.unwrap();
+    }
+    let result: JobResult = stack.json("results/lost.json").await;
+    assert_eq!(result.status, JobStatus::Failed);
+    assert_eq!(result.notify, ["owner@example.com"]);
+    assert_eq!(result.continuations, 2);
+    let error = result.error.unwrap();
+    assert_eq!(error.kind, "retries_exhausted");
+    assert!(
+        error
+            .message
+            .contains("lambda-vision-trainer gave up after 3 attempt(s)")
+            && error.message.contains("SlowDown"),
+        "{}",
+        error.message
+    );
+    let image: PredictionDocument = stack.json("predictions/lost.jpg.json").await;
+    assert_eq!(image.error.unwrap().kind, "retries_exhausted");
+    assert_eq!(image.source_etag, image_event.records[0].s3.object.e_tag);
+    // The result's event reaches the notifier as usual: one email, however often.
+    let events = stack.events(&stack.results_queue).await;
+    assert_eq!(events.len(), 1, "the second record wrote nothing");
+    for _ in 0..2 {
+        stack.notifier.handle(&events[0]).await.unwrap();
+    }
+    let emails = stack.ses_moto.sent_emails();
+    assert_eq!(emails.len(), 1);
+    assert!(
+        emails[0].to_string().contains("lost failed"),
+        "{}",
+        emails[0]
+    );
 }

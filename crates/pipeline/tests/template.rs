@@ -27,14 +27,14 @@ fn s3_notifications_match_the_rules_in_code() {
         if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
             continue;
         }
+        let Some(events) = resource["Properties"]["Events"].as_mapping() else {
+            continue;
+        };
         let function = match name.as_str() {
             Some("UploadTriggerFunction") => Function::UploadTrigger,
             Some("TrainerFunction") => Function::Trainer,
             Some("NotifierFunction") => Function::Notifier,
-            other => panic!("unexpected function {other:?}"),
-        };
-        let Some(events) = resource["Properties"]["Events"].as_mapping() else {
-            continue;
+            other => panic!("unexpected function with S3 events {other:?}"),
         };
         for (event_name, event) in events {
             assert_eq!(event["Type"].as_str(), Some("S3"), "{event_name:?}");
@@ -89,6 +89,49 @@ fn s3_notifications_match_the_rules_in_code() {
     let mut expected_sorted = expected.clone();
     expected_sorted.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(found, expected_sorted);
+}
+
+/// Lambda's own triggers cannot loop either: what the upload trigger and the trainer give up
+/// on goes to the failure recorder, which writes no key that notifies it (it has no S3 events)
+/// and whose own failures go to the dead-letter queue, never back to a function.
+#[test]
+fn given_up_invocations_reach_the_failure_recorder_which_never_reaches_itself() {
+    let template = template();
+    let resources = template["Resources"].as_mapping().expect("Resources");
+    let destination = |function: &str| {
+        let on_failure = &resources[function]["Properties"]["EventInvokeConfig"]["DestinationConfig"]
+            ["OnFailure"];
+        let target = match &on_failure["Destination"] {
+            Value::Tagged(tagged) => match &tagged.value {
+                Value::String(text) => text.split('.').next().unwrap_or_default().to_owned(),
+                Value::Sequence(parts) => parts[0].as_str().unwrap_or_default().to_owned(),
+                other => panic!("{function}: destination {other:?}"),
+            },
+            other => panic!("{function}: destination {other:?}"),
+        };
+        (
+            on_failure["Type"].as_str().unwrap_or_default().to_owned(),
+            target,
+        )
+    };
+    for function in ["UploadTriggerFunction", "TrainerFunction"] {
+        assert_eq!(
+            destination(function),
+            ("Lambda".to_owned(), "FailureRecorderFunction".to_owned()),
+            "{function}"
+        );
+    }
+    for function in ["FailureRecorderFunction", "NotifierFunction"] {
+        assert_eq!(
+            destination(function),
+            ("SQS".to_owned(), "DeadLetterQueue".to_owned()),
+            "{function}"
+        );
+    }
+    assert!(
+        resources["FailureRecorderFunction"]["Properties"]["Events"].is_null(),
+        "the failure recorder must not be triggered by S3"
+    );
 }
 
 /// Every `Statement` of every function policy, as (function, statement).

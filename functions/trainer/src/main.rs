@@ -19,8 +19,9 @@ async fn main() -> Result<(), Error> {
         TrainerOptions::default(),
     );
     boot.serve(|event: LambdaEvent<TrainerEvent>| async move {
+        let deadline = deadline(&event.context);
         let outcome = trainer
-            .handle(&event.payload, deadline(&event.context))
+            .handle_invocation(&event.payload, deadline, &event.context.request_id)
             .await?;
         let outcome: String = format!("{outcome:?}").chars().take(500).collect();
         Ok(serde_json::json!({ "outcome": outcome }))

@@ -155,6 +155,9 @@ fn pipeline_config(args: &DemoArgs, outbox: &Path) -> Result<Config> {
         ("INPUT_BUCKET", args.input_bucket.clone()),
         ("RESULTS_BUCKET", args.results_bucket.clone()),
         ("TRAINER_FUNCTION", "trainer (in-process)".to_owned()),
+        // One container classifies before and right after training: it must see the new
+        // model at once, not within the deployed stack's 30 s.
+        ("MODEL_CACHE_SECONDS", "0".to_owned()),
         (
             "SENDER_ADDRESS",
             args.ses_from

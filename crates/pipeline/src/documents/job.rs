@@ -135,6 +135,22 @@ impl JobSpec {
     }
 }
 
+/// The `notify` list of a spec that may not parse as a whole: the plausible addresses of it,
+/// at most [`MAX_RECIPIENTS`], so the owner still hears why the job did not run.
+pub fn salvage_notify(spec_bytes: &[u8]) -> Vec<String> {
+    serde_json::from_slice::<serde_json::Value>(spec_bytes)
+        .ok()
+        .and_then(|v| v.get("notify").cloned())
+        .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+        .map(|list| {
+            list.into_iter()
+                .filter(|a| is_plausible_address(a))
+                .take(MAX_RECIPIENTS)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `local@domain` with no whitespace, no control characters and nothing that could break out
 /// of an email header (`,`, `;`, `<`, `>`, quotes).
 pub fn is_plausible_address(address: &str) -> bool {
@@ -250,15 +266,27 @@ impl JobResult {
         error: &PipelineError,
         continuations: u32,
     ) -> Self {
+        let error = ErrorInfo {
+            kind: error.kind().to_owned(),
+            message: error.to_string(),
+        };
+        JobResult::failed_with(job_id, dataset, notify, error, continuations)
+    }
+
+    /// A failed result with `error` as given (e.g. what Lambda reported of an invocation).
+    pub fn failed_with(
+        job_id: &str,
+        dataset: Option<String>,
+        notify: Vec<String>,
+        error: ErrorInfo,
+        continuations: u32,
+    ) -> Self {
         JobResult {
             job_id: job_id.to_owned(),
             status: JobStatus::Failed,
             dataset,
             notify,
-            error: Some(ErrorInfo {
-                kind: error.kind().to_owned(),
-                message: error.to_string(),
-            }),
+            error: Some(error),
             model: None,
             summary: None,
             continuations,
@@ -270,18 +298,7 @@ impl JobResult {
     /// one can be read (plausible addresses only, at most [`MAX_RECIPIENTS`]), so the owner
     /// hears why the job never ran.
     pub fn rejected_spec(job_id: &str, spec_bytes: &[u8], error: &PipelineError) -> Self {
-        let notify = serde_json::from_slice::<serde_json::Value>(spec_bytes)
-            .ok()
-            .and_then(|v| v.get("notify").cloned())
-            .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
-            .map(|list| {
-                list.into_iter()
-                    .filter(|a| is_plausible_address(a))
-                    .take(MAX_RECIPIENTS)
-                    .collect()
-            })
-            .unwrap_or_default();
-        JobResult::failed(job_id, None, notify, error, 0)
+        JobResult::failed(job_id, None, salvage_notify(spec_bytes), error, 0)
     }
 }
 

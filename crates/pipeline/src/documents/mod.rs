@@ -6,6 +6,7 @@
 mod checkpoint;
 mod current_model;
 mod job;
+mod lease;
 mod notification;
 mod prediction;
 
@@ -13,10 +14,11 @@ pub use checkpoint::Checkpoint;
 pub use current_model::CurrentModel;
 pub use job::{
     ErrorInfo, JobResult, JobSpec, JobStatus, MAX_RECIPIENTS, MAX_SPEC_BYTES, ModelInfo,
-    TrainingSummary, is_plausible_address,
+    TrainingSummary, is_plausible_address, salvage_notify,
 };
+pub use lease::TrainerLease;
 pub use notification::{NotificationRecord, NotificationState};
-pub use prediction::PredictionDocument;
+pub use prediction::{NO_MODEL, PredictionDocument};
 
 /// A document type the store can read and write as JSON. `NAME` says what it is in errors
 /// ("job result in s3://… is not valid JSON"), so a user knows which file to look at.
@@ -35,6 +37,9 @@ impl Document for CurrentModel {
 }
 impl Document for Checkpoint {
     const NAME: &'static str = "checkpoint";
+}
+impl Document for TrainerLease {
+    const NAME: &'static str = "trainer lease";
 }
 impl Document for NotificationRecord {
     const NAME: &'static str = "notification record";

@@ -19,8 +19,15 @@ pub struct NotificationRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NotificationState {
+    /// Claimed; the send is under way (or the notifier died during it: never re-sent).
     Sending,
     Sent,
+    /// SES refused it; Lambda's retry may claim it again.
     Failed,
+    /// The call ended without SES's answer (a timeout): maybe sent, never re-sent.
+    Unconfirmed,
+    /// It cannot be sent as things are (no sender configured, an unreadable result, an
+    /// address that does not parse): recorded with the reason, not retried.
+    Undeliverable,
     NoRecipients,
 }

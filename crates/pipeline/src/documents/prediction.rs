@@ -5,6 +5,10 @@ use vision::Prediction;
 
 use super::ErrorInfo;
 
+/// The `model_id` of an error prediction made without a model: the serving model could not
+/// be loaded, or the upload trigger gave up on the image.
+pub const NO_MODEL: &str = "none";
+
 /// One image version's classification, or why it could not be classified.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PredictionDocument {

@@ -3,6 +3,7 @@
 //! They live in the library, not in `functions/`, so the demo and the tests run exactly what
 //! Lambda runs.
 
+pub mod failures;
 pub mod notifier;
 pub mod trainer;
 pub mod upload;
@@ -15,6 +16,7 @@ use tracing::{Instrument, info, warn};
 use crate::error::Result;
 use crate::event::{CreatedObject, S3Event, created_objects};
 
+pub use failures::{FailureOutcome, FailureRecorder, InvocationRecord};
 pub use notifier::{Notifier, NotifyOutcome};
 pub use trainer::{ProgressObserver, Trainer, TrainerOptions, TrainerOutcome, TrainingProgress};
 pub use upload::{RecordOutcome, UploadTrigger};

@@ -2,9 +2,11 @@
 //!
 //! Before sending it claims `notifications/<id>.json` with a conditional write, so duplicate
 //! events find the claim and send nothing. A send that SES refuses marks the claim `failed`
-//! and returns an error, so Lambda retries and the retry may claim again. A claim left
-//! `sending` (the function died after SES may have accepted the message) is never re-sent:
-//! at most one email per result.
+//! and returns an error, so Lambda retries and the retry may claim again. A send whose outcome
+//! is unknown (a timeout) is marked `unconfirmed`, and a claim left `sending` (the function
+//! died during the send) stays so: neither is ever re-sent. At most one email per result.
+//! What retrying cannot fix (no sender configured, an unreadable result) is recorded as
+//! `undeliverable` with its reason and acknowledged.
 
 use std::sync::Arc;
 
@@ -18,13 +20,29 @@ use crate::mailer::{Mailer, OutgoingEmail};
 use crate::observe;
 use crate::report::{build_message, render};
 use crate::store::S3Store;
+use tracing::warn;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotifyOutcome {
-    Sent { job_id: String, message_id: String },
-    AlreadyHandled { job_id: String },
-    NoRecipients { job_id: String },
-    Ignored { key: String },
+    Sent {
+        job_id: String,
+        message_id: String,
+    },
+    AlreadyHandled {
+        job_id: String,
+    },
+    NoRecipients {
+        job_id: String,
+    },
+    /// Recorded in the notification record as `unconfirmed` or `undeliverable` (`kind` says
+    /// why), and not retried.
+    NotSent {
+        job_id: String,
+        kind: String,
+    },
+    Ignored {
+        key: String,
+    },
 }
 
 pub struct Notifier {
@@ -56,26 +74,23 @@ impl Notifier {
 
     async fn notify(&self, job_id: &str) -> Result<NotifyOutcome> {
         let bucket = &self.config.results_bucket;
-        let result = self
+        let record_key = layout::notification_key(job_id);
+        let result = match self
             .store
             .get_json::<JobResult>(bucket, &layout::result_key(job_id))
-            .await?
-            .document;
+            .await
+        {
+            Ok(stored) => stored.document,
+            Err(error) if error.is_transient() => return Err(error),
+            Err(error) => return self.not_sent(job_id, Vec::new(), error).await,
+        };
         let recipients = if result.notify.is_empty() {
             self.config.default_recipients.clone()
         } else {
             result.notify.clone()
         };
-        let record_key = layout::notification_key(job_id);
-        let record = |state, message_id, error| NotificationRecord {
-            state,
-            recipients: recipients.clone(),
-            message_id,
-            error,
-            updated_at: now_rfc3339(),
-        };
         if recipients.is_empty() {
-            let record = record(NotificationState::NoRecipients, None, None);
+            let record = record(NotificationState::NoRecipients, &recipients, None, None);
             self.store
                 .put_json_if_absent(bucket, &record_key, &record)
                 .await?;
@@ -83,22 +98,21 @@ impl Notifier {
                 job_id: job_id.to_owned(),
             });
         }
-        let sender = self
-            .config
-            .sender_address
-            .clone()
-            .ok_or(PipelineError::MissingConfig {
+        let Some(sender) = self.config.sender_address.clone() else {
+            let error = PipelineError::MissingConfig {
                 name: "SENDER_ADDRESS",
                 hint: "set it to a verified SES identity",
-            })?;
-        let claim = record(NotificationState::Sending, None, None);
+            };
+            return self.not_sent(job_id, recipients, error).await;
+        };
+        let claim = record(NotificationState::Sending, &recipients, None, None);
         if !self.claim(&record_key, &claim).await? {
             return Ok(NotifyOutcome::AlreadyHandled {
                 job_id: job_id.to_owned(),
             });
         }
 
-        // From here on the claim is ours: any failure before the mail is accepted marks the
+        // From here on the claim is ours: a failure before SES accepted the mail marks the
         // record `failed`, so Lambda's retry may claim it again instead of finding it stuck.
         let sent = match self.compose(job_id, &result, sender, &recipients).await {
             Ok(email) => self.mailer.send(&email).await,
@@ -107,19 +121,74 @@ impl Notifier {
         match sent {
             Ok(message_id) => {
                 metrics::counter!(observe::EMAILS_SENT).increment(1);
-                let record = record(NotificationState::Sent, Some(message_id.clone()), None);
+                let record = record(
+                    NotificationState::Sent,
+                    &recipients,
+                    Some(message_id.clone()),
+                    None,
+                );
                 self.store.put_json(bucket, &record_key, &record).await?;
                 Ok(NotifyOutcome::Sent {
                     job_id: job_id.to_owned(),
                     message_id,
                 })
             }
-            Err(error) => {
-                let record = record(NotificationState::Failed, None, Some(error.to_string()));
-                self.store.put_json(bucket, &record_key, &record).await?;
+            Err(error) if error.is_transient() => {
+                let failed = record(
+                    NotificationState::Failed,
+                    &recipients,
+                    None,
+                    Some(error.to_string()),
+                );
+                self.store.put_json(bucket, &record_key, &failed).await?;
                 Err(error)
             }
+            Err(error) => self.not_sent(job_id, recipients, error).await,
         }
+    }
+
+    /// Records why the report will not be sent (`unconfirmed` for a send whose outcome is
+    /// unknown, `undeliverable` otherwise) over a claim of ours or where there is none yet,
+    /// and acknowledges: retrying cannot help, or could send it twice.
+    async fn not_sent(
+        &self,
+        job_id: &str,
+        recipients: Vec<String>,
+        error: PipelineError,
+    ) -> Result<NotifyOutcome> {
+        warn!(job_id, %error, "report not sent");
+        let state = match error {
+            PipelineError::EmailUnconfirmed(_) => NotificationState::Unconfirmed,
+            _ => NotificationState::Undeliverable,
+        };
+        let bucket = &self.config.results_bucket;
+        let record_key = layout::notification_key(job_id);
+        let record = record(state, &recipients, None, Some(error.to_string()));
+        match self
+            .store
+            .get_json_lenient::<NotificationRecord>(bucket, &record_key)
+            .await?
+        {
+            // Our claim (the send was under way): replace it, unless someone else did.
+            Some(stored) => {
+                if let (Some(etag), Some(NotificationState::Sending)) =
+                    (stored.etag, stored.document.map(|d| d.state))
+                {
+                    self.store
+                        .put_json_if_match(bucket, &record_key, &record, &etag)
+                        .await?;
+                }
+            }
+            None => {
+                self.store
+                    .put_json_if_absent(bucket, &record_key, &record)
+                    .await?;
+            }
+        }
+        Ok(NotifyOutcome::NotSent {
+            job_id: job_id.to_owned(),
+            kind: error.kind().to_owned(),
+        })
     }
 
     /// Takes the notification for this invocation: a new claim, or one a failed send left
@@ -174,5 +243,21 @@ impl Notifier {
             to: recipients.to_vec(),
             raw,
         })
+    }
+}
+
+/// The notification record in `state`, stamped now.
+fn record(
+    state: NotificationState,
+    recipients: &[String],
+    message_id: Option<String>,
+    error: Option<String>,
+) -> NotificationRecord {
+    NotificationRecord {
+        state,
+        recipients: recipients.to_vec(),
+        message_id,
+        error,
+        updated_at: now_rfc3339(),
     }
 }

@@ -1,26 +1,28 @@
 //! The upload-trigger function: `images/**` → a prediction; `jobs/<id>.json` → a training job.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 use vision::{Backbone, Classification, Classifier, DecodeLimits, HeadDocument, VisionError};
 
 use crate::config::Config;
-use crate::documents::{CurrentModel, ErrorInfo, JobResult, JobSpec, PredictionDocument};
-use crate::error::Result;
+use crate::documents::{CurrentModel, ErrorInfo, JobResult, JobSpec, NO_MODEL, PredictionDocument};
+use crate::error::{PipelineError, Result};
 use crate::event::{CreatedObject, S3Event};
 use crate::launcher::TrainerLauncher;
 use crate::layout::{self, InputKey};
 use crate::loading::BackboneLoader;
 use crate::observe;
-use crate::store::{JSON_CONTENT_TYPE, Object, S3Store, Stored};
+use crate::predictions::write_prediction;
+use crate::store::{JSON_CONTENT_TYPE, Object, S3Store};
 
 /// How many classes a prediction lists.
 pub const TOP_K: usize = 5;
 
 /// Per-container state: clients, the backbone (loaded once) and the current classifier, cached
-/// until `models/current.json` changes.
+/// until `models/current.json` changes (which is read again after `Config::model_cache`).
 pub struct UploadTrigger {
     config: Config,
     store: S3Store,
@@ -35,25 +37,53 @@ struct CachedClassifier {
     etag: Option<String>,
     model_id: String,
     classifier: Classifier,
+    /// When `models/current.json` was last read and found to be this version.
+    checked: Instant,
 }
 
 /// What happened to one record, for logs, metrics and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordOutcome {
-    Predicted { key: String, model_id: String },
-    ImageRejected { key: String, kind: String },
-    AlreadyPredicted { key: String },
-    JobStarted { job_id: String },
-    JobAlreadyStarted { job_id: String },
-    JobRejected { job_id: String },
-    JobAlreadyFinished { job_id: String },
-    Ignored { key: String },
+    Predicted {
+        key: String,
+        model_id: String,
+    },
+    ImageRejected {
+        key: String,
+        kind: String,
+    },
+    AlreadyPredicted {
+        key: String,
+    },
+    /// The event's image version was replaced before it could be read; the newer version's
+    /// own event classifies it.
+    Superseded {
+        key: String,
+    },
+    JobStarted {
+        job_id: String,
+    },
+    JobAlreadyStarted {
+        job_id: String,
+    },
+    JobRejected {
+        job_id: String,
+    },
+    JobAlreadyFinished {
+        job_id: String,
+    },
+    Ignored {
+        key: String,
+    },
 }
 
-/// The image, or the reason it was refused from the event alone, without downloading it.
+/// What became of the image the event announced.
 enum Fetched {
     Image(Object),
+    /// Refused from the event alone (its size), without downloading it.
     Refused(VisionError),
+    /// A newer version replaced it before the GET.
+    Superseded,
 }
 
 impl UploadTrigger {
@@ -102,60 +132,54 @@ impl UploadTrigger {
         }
     }
 
-    /// One prediction per image version: the existing prediction, the current model and the
-    /// image are fetched at once (a duplicate event wastes the image GET), and the new
-    /// prediction is written conditionally, so a concurrent duplicate loses the race.
+    /// One prediction per image version, in two S3 requests when nothing is unusual: the image
+    /// GET (pinned to the event's ETag) and a conditional PUT of the prediction; the model's
+    /// pointer is cached. The existing prediction is read only when that PUT finds one.
+    /// Transient errors fail the record so Lambda retries it; permanent ones (a broken
+    /// `models/current.json`, an image deleted before its GET) become an error prediction.
     async fn classify(&self, object: &CreatedObject, path: &str) -> Result<RecordOutcome> {
-        let prediction_key = layout::prediction_key(path);
-        let bucket = &self.config.results_bucket;
-        let refusal = object
-            .size
-            .and_then(|size| self.limits.check_encoded_len(size).err());
-        let fetch_image = async {
-            match refusal {
-                Some(error) => Ok(Fetched::Refused(error)),
-                None => self
-                    .store
-                    .get(&self.config.input_bucket, &object.key)
-                    .await
-                    .map(Fetched::Image),
+        let event_etag = object.etag.as_deref().map(unquote);
+        let (current, fetched) = tokio::join!(
+            self.current_classifier(),
+            self.fetch_image(object, event_etag.as_deref())
+        );
+        let mut source_etag = event_etag;
+        let (model_id, classified) = match (current, fetched) {
+            (Err(error), _) | (_, Err(error)) if error.is_transient() => return Err(error),
+            (_, Ok(Fetched::Superseded)) => {
+                return Ok(RecordOutcome::Superseded {
+                    key: object.key.clone(),
+                });
+            }
+            // No image to classify (deleted before its GET) says more than a broken model.
+            (current, Err(error)) => (
+                current.map_or_else(|_| NO_MODEL.to_owned(), |(model_id, _)| model_id),
+                Err(error),
+            ),
+            (Err(error), _) => (NO_MODEL.to_owned(), Err(error)),
+            (Ok((model_id, _)), Ok(Fetched::Refused(error))) => (model_id, Err(error.into())),
+            (Ok((model_id, classifier)), Ok(Fetched::Image(image))) => {
+                source_etag = source_etag.or_else(|| image.etag.as_deref().map(unquote));
+                let limits = self.limits.clone();
+                let classified = tokio::task::spawn_blocking(move || {
+                    classifier.classify(&image.bytes, &limits, TOP_K)
+                })
+                .await
+                .map_err(PipelineError::from)
+                .and_then(|result| result.map_err(PipelineError::from));
+                (model_id, classified)
             }
         };
-        let (existing, current, fetched) = tokio::join!(
-            self.store
-                .get_json_lenient::<PredictionDocument>(bucket, &prediction_key),
-            self.current_classifier(),
-            fetch_image
-        );
-        let existing = existing?;
-        let event_etag = object.etag.as_deref().map(unquote);
-        if let Some(Stored {
-            document: Some(previous),
-            ..
-        }) = &existing
-            && previous.source_etag.is_some()
-            && previous.source_etag == event_etag
-        {
+        let document = prediction_document(object, model_id.clone(), source_etag, classified);
+        let bucket = &self.config.results_bucket;
+        let key = layout::prediction_key(path);
+        if !write_prediction(&self.store, bucket, &key, &document).await? {
             return Ok(RecordOutcome::AlreadyPredicted {
                 key: object.key.clone(),
             });
         }
-
-        let (model_id, classifier) = current?;
-        let mut source_etag = event_etag;
-        let classified = match fetched? {
-            Fetched::Refused(error) => Err(error),
-            Fetched::Image(image) => {
-                source_etag = source_etag.or_else(|| image.etag.as_deref().map(unquote));
-                let limits = self.limits.clone();
-                tokio::task::spawn_blocking(move || {
-                    classifier.classify(&image.bytes, &limits, TOP_K)
-                })
-                .await?
-            }
-        };
-        let document = prediction_document(object, model_id.clone(), source_etag, classified)?;
-        let outcome = match &document.error {
+        record_metrics(&document);
+        Ok(match &document.error {
             None => RecordOutcome::Predicted {
                 key: object.key.clone(),
                 model_id,
@@ -164,30 +188,36 @@ impl UploadTrigger {
                 key: object.key.clone(),
                 kind: error.kind.clone(),
             },
-        };
-        let written = match existing.and_then(|e| e.etag) {
-            Some(etag) => {
-                self.store
-                    .put_json_if_match(bucket, &prediction_key, &document, &etag)
-                    .await?
-            }
-            None => {
-                self.store
-                    .put_json_if_absent(bucket, &prediction_key, &document)
-                    .await?
-            }
-        };
-        Ok(if written {
-            outcome
-        } else {
-            RecordOutcome::AlreadyPredicted {
-                key: object.key.clone(),
-            }
         })
     }
 
-    /// The classifier `models/current.json` names, reloaded only when that object changes.
+    /// The image version the event announced: refused from the event's size alone, read with
+    /// `If-Match` on the event's ETag, or found replaced by a newer version.
+    async fn fetch_image(&self, object: &CreatedObject, etag: Option<&str>) -> Result<Fetched> {
+        if let Some(error) = object
+            .size
+            .and_then(|size| self.limits.check_encoded_len(size).err())
+        {
+            return Ok(Fetched::Refused(error));
+        }
+        let bucket = &self.config.input_bucket;
+        Ok(match etag {
+            Some(etag) => match self.store.get_if_match(bucket, &object.key, etag).await? {
+                Some(image) => Fetched::Image(image),
+                None => Fetched::Superseded,
+            },
+            None => Fetched::Image(self.store.get(bucket, &object.key).await?),
+        })
+    }
+
+    /// The classifier `models/current.json` names, reloaded only when that object changes; the
+    /// object itself is read again only after `Config::model_cache`.
     async fn current_classifier(&self) -> Result<(String, Classifier)> {
+        if let Some(cached) = self.current.lock().await.as_ref()
+            && cached.checked.elapsed() < self.config.model_cache
+        {
+            return Ok((cached.model_id.clone(), cached.classifier.clone()));
+        }
         let bucket = &self.config.results_bucket;
         let current = self
             .store
@@ -195,9 +225,10 @@ impl UploadTrigger {
             .await?;
         let etag = current.as_ref().and_then(|c| c.etag.clone());
         let mut cache = self.current.lock().await;
-        if let Some(cached) = cache.as_ref()
+        if let Some(cached) = cache.as_mut()
             && cached.etag == etag
         {
+            cached.checked = Instant::now();
             return Ok((cached.model_id.clone(), cached.classifier.clone()));
         }
         let (model_id, classifier) = match current {
@@ -216,6 +247,7 @@ impl UploadTrigger {
             etag,
             model_id: model_id.clone(),
             classifier: classifier.clone(),
+            checked: Instant::now(),
         });
         Ok((model_id, classifier))
     }
@@ -258,10 +290,20 @@ impl UploadTrigger {
                 job_id: job_id.to_owned(),
             });
         }
-        let spec = self
-            .store
-            .get(&self.config.input_bucket, &object.key)
-            .await?;
+        let spec = match self.store.get(&self.config.input_bucket, &object.key).await {
+            Ok(spec) => spec,
+            Err(error @ PipelineError::NotFound { .. }) => {
+                // Deleted before it could be read: nothing to retry, but the owner hears why.
+                let result = JobResult::failed(job_id, None, Vec::new(), &error, 0);
+                self.store
+                    .put_json_if_absent(bucket, &result_key, &result)
+                    .await?;
+                return Ok(RecordOutcome::JobRejected {
+                    job_id: job_id.to_owned(),
+                });
+            }
+            Err(error) => return Err(error),
+        };
         if let Err(error) = JobSpec::parse(&spec.bytes) {
             // Tell the owner, if the spec says who that is, why the job never ran.
             let result = JobResult::rejected_spec(job_id, &spec.bytes, &error);
@@ -296,14 +338,14 @@ impl UploadTrigger {
     }
 }
 
-/// The prediction for `object`: its classes, or the reason the image was refused (recorded, not
-/// retried). Any other failure is returned, so Lambda retries the event.
+/// The prediction for `object`: its classes, or why it has none (a bad image, a model that
+/// could not be loaded, an image deleted before its GET).
 fn prediction_document(
     object: &CreatedObject,
     model_id: String,
     source_etag: Option<String>,
-    classified: vision::Result<Classification>,
-) -> Result<PredictionDocument> {
+    classified: Result<Classification>,
+) -> PredictionDocument {
     let mut document = PredictionDocument {
         source_key: object.key.clone(),
         source_etag,
@@ -316,26 +358,35 @@ fn prediction_document(
     };
     match classified {
         Ok(classification) => {
-            metrics::counter!(observe::IMAGES_CLASSIFIED).increment(1);
-            let timings = &classification.timings;
-            metrics::histogram!(observe::INFERENCE_MS).record(timings.inference_ms);
-            metrics::histogram!(observe::CLASSIFY_MS)
-                .record(timings.decode_ms + timings.preprocess_ms + timings.inference_ms);
             document.top = classification.top;
             document.width = Some(classification.width);
             document.height = Some(classification.height);
             document.timings_ms = Some(classification.timings);
         }
-        Err(error) if error.is_bad_image() => {
-            metrics::counter!(observe::IMAGE_ERRORS).increment(1);
+        Err(error) => {
+            if !matches!(&error, PipelineError::Vision(e) if e.is_bad_image()) {
+                warn!(%error, "no prediction for a reason other than the image");
+            }
             document.error = Some(ErrorInfo {
                 kind: error.kind().to_owned(),
                 message: error.to_string(),
             });
         }
-        Err(error) => return Err(error.into()),
     }
-    Ok(document)
+    document
+}
+
+/// Counts a written prediction: its timings, or one more image without a prediction.
+fn record_metrics(document: &PredictionDocument) {
+    match &document.timings_ms {
+        Some(timings) if document.error.is_none() => {
+            metrics::counter!(observe::IMAGES_CLASSIFIED).increment(1);
+            metrics::histogram!(observe::INFERENCE_MS).record(timings.inference_ms);
+            metrics::histogram!(observe::CLASSIFY_MS)
+                .record(timings.decode_ms + timings.preprocess_ms + timings.inference_ms);
+        }
+        _ => metrics::counter!(observe::IMAGE_ERRORS).increment(1),
+    }
 }
 
 /// ETags arrive quoted from S3 responses and bare in S3 events; store them bare.

@@ -215,20 +215,20 @@ fn status_word(status: JobStatus) -> &'static str {
 
 /// The RFC 5322 message for `report`, from `sender` to `recipients`.
 pub fn build_message(report: &Report, sender: &str, recipients: &[String]) -> Result<Vec<u8>> {
-    let from: Mailbox = sender
-        .parse()
-        .map_err(|e| PipelineError::Email(format!("sender {sender:?} is not an address: {e}")))?;
+    let from: Mailbox = sender.parse().map_err(|e| {
+        PipelineError::InvalidEmail(format!("sender {sender:?} is not an address: {e}"))
+    })?;
     let mut to = Mailboxes::new();
     for recipient in recipients {
         let mailbox: Mailbox = recipient.parse().map_err(|e| {
-            PipelineError::Email(format!("recipient {recipient:?} is not an address: {e}"))
+            PipelineError::InvalidEmail(format!("recipient {recipient:?} is not an address: {e}"))
         })?;
         to.push(mailbox);
     }
     let mut html = MultiPart::related().singlepart(SinglePart::html(report.html.clone()));
     if let Some(png) = &report.chart_png {
-        let content_type =
-            ContentType::parse("image/png").map_err(|e| PipelineError::Email(e.to_string()))?;
+        let content_type = ContentType::parse("image/png")
+            .map_err(|e| PipelineError::InvalidEmail(e.to_string()))?;
         html = html
             .singlepart(Attachment::new_inline("chart".to_owned()).body(png.clone(), content_type));
     }
@@ -243,7 +243,7 @@ pub fn build_message(report: &Report, sender: &str, recipients: &[String]) -> Re
     }
     let message = builder
         .multipart(body)
-        .map_err(|e| PipelineError::Email(e.to_string()))?;
+        .map_err(|e| PipelineError::InvalidEmail(e.to_string()))?;
     Ok(message.formatted())
 }
 

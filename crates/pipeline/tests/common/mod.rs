@@ -61,15 +61,21 @@ pub async fn create_buckets(store: &S3Store, buckets: [&str; 2]) {
     }
 }
 
-/// The pipeline's settings for the buckets `input` and `results`, plus `extra` variables.
+/// The pipeline's settings for the buckets `input` and `results`, plus `extra` variables. The
+/// model pointer is read for every image unless `extra` says otherwise: these tests train a
+/// model and classify with it at once, in one container.
 pub fn stack_config(input: &str, results: &str, extra: &[(&str, String)]) -> Config {
-    Config::from_lookup(|name| match name {
-        "INPUT_BUCKET" => Some(input.to_owned()),
-        "RESULTS_BUCKET" => Some(results.to_owned()),
-        _ => extra
+    Config::from_lookup(|name| {
+        let given = extra
             .iter()
             .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.clone()),
+            .map(|(_, value)| value.clone());
+        match name {
+            "INPUT_BUCKET" => Some(input.to_owned()),
+            "RESULTS_BUCKET" => Some(results.to_owned()),
+            "MODEL_CACHE_SECONDS" => given.or(Some("0".to_owned())),
+            _ => given,
+        }
     })
     .unwrap()
 }

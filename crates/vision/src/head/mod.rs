@@ -24,8 +24,6 @@ use crate::error::{Result, VisionError};
 use crate::extract::FeatureSet;
 use basis::RowBasis;
 use design::OrderedRows;
-#[cfg(test)]
-use design::standardisation;
 use logistic::Problem;
 use search::{CrossValidation, mean_params};
 pub use split::{Split, label_targets, stratified_folds, stratified_split};

@@ -1,5 +1,6 @@
 //! The head's unit tests, on synthetic clustered features.
 
+use super::design::standardisation;
 use super::*;
 use ndarray::{Array2, ArrayView2};
 use rand::{Rng, SeedableRng};

@@ -16,7 +16,8 @@ use vision::{BUNDLED_MODEL, Backbone, TrainedBundle};
 use crate::clock::now_rfc3339;
 use crate::config::Config;
 use crate::documents::{
-    Checkpoint, CurrentModel, JobResult, JobSpec, JobStatus, ModelInfo, TrainingSummary,
+    Checkpoint, CurrentModel, JobResult, JobSpec, JobStatus, ModelInfo, TrainerLease,
+    TrainingSummary,
 };
 use crate::error::{PipelineError, Result};
 use crate::launcher::{TrainerEvent, TrainerLauncher};
@@ -95,7 +96,14 @@ pub enum TrainerOutcome {
     },
     /// A result already exists (a duplicate or late invocation).
     AlreadyFinished,
+    /// Another invocation holds the job (a duplicate delivery or a second direct invoke, or a
+    /// late one for a continuation the job has moved past): nothing extracted, nothing written.
+    AlreadyRunning,
 }
+
+/// The holder id of invocations made outside Lambda (the demo, the tests), which have no
+/// request id: every such call counts as a retry of one invocation.
+pub const LOCAL_INVOCATION: &str = "local";
 
 pub struct Trainer {
     config: Config,
@@ -127,10 +135,22 @@ impl Trainer {
         }
     }
 
-    /// Runs (or continues) the job until it finishes or `deadline` − safety margin is reached.
-    /// Transient AWS failures return `Err` so Lambda retries the invocation, which resumes
-    /// from the cache; every other failure ends the job with a failed result.
+    /// [`Trainer::handle_invocation`] for a call from outside Lambda ([`LOCAL_INVOCATION`]).
     pub async fn handle(&self, event: &TrainerEvent, deadline: Instant) -> Result<TrainerOutcome> {
+        self.handle_invocation(event, deadline, LOCAL_INVOCATION)
+            .await
+    }
+
+    /// Runs (or continues) the job until it finishes or `deadline` − safety margin is reached,
+    /// if this invocation (Lambda request id `invocation`) can take the job's lease. Transient
+    /// AWS failures return `Err` so Lambda retries the invocation (same request id), which
+    /// resumes from the cache; every other failure ends the job with a failed result.
+    pub async fn handle_invocation(
+        &self,
+        event: &TrainerEvent,
+        deadline: Instant,
+        invocation: &str,
+    ) -> Result<TrainerOutcome> {
         let started = Instant::now();
         layout::validate_id("job id", &event.job_id)?;
         let job_id = event.job_id.as_str();
@@ -142,6 +162,13 @@ impl Trainer {
             .is_some()
         {
             return Ok(TrainerOutcome::AlreadyFinished);
+        }
+        if !self
+            .take_lease(job_id, event.continuation, invocation, deadline)
+            .await?
+        {
+            info!(job_id, invocation, "another invocation holds the job");
+            return Ok(TrainerOutcome::AlreadyRunning);
         }
         let spec = match self.accepted_spec(job_id).await {
             Ok(spec) => spec,
@@ -195,6 +222,46 @@ impl Trainer {
             }
             Err(error) if error.is_transient() => Err(error),
             Err(error) => self.finish_failed(failed(&error), &error).await,
+        }
+    }
+
+    /// Takes the job for this invocation: free, or held by an earlier continuation, by this
+    /// same invocation (a Lambda retry), or by one whose deadline has passed. `false` when
+    /// another invocation holds it, or the job has moved past this continuation.
+    async fn take_lease(
+        &self,
+        job_id: &str,
+        continuation: u32,
+        invocation: &str,
+        deadline: Instant,
+    ) -> Result<bool> {
+        let bucket = &self.config.results_bucket;
+        let key = layout::lease_key(job_id);
+        let now_ms = epoch_ms(Instant::now());
+        let lease = TrainerLease {
+            continuation,
+            holder: invocation.to_owned(),
+            expires_at_ms: epoch_ms(deadline),
+        };
+        let Some(held) = self
+            .store
+            .get_json_lenient::<TrainerLease>(bucket, &key)
+            .await?
+        else {
+            return self.store.put_json_if_absent(bucket, &key, &lease).await;
+        };
+        let free = held.document.as_ref().is_none_or(|held| {
+            held.continuation < continuation
+                || (held.continuation == continuation
+                    && (held.holder == invocation || held.expires_at_ms <= now_ms))
+        });
+        match held.etag {
+            Some(etag) if free => {
+                self.store
+                    .put_json_if_match(bucket, &key, &lease, &etag)
+                    .await
+            }
+            _ => Ok(false),
         }
     }
 
@@ -433,6 +500,17 @@ impl Trainer {
             )
             .await
     }
+}
+
+/// `instant` as milliseconds since the Unix epoch (the lease's clock, shared by all invocations).
+fn epoch_ms(instant: Instant) -> u64 {
+    let now = std::time::SystemTime::now();
+    let at = match instant.checked_duration_since(Instant::now()) {
+        Some(ahead) => now + ahead,
+        None => now - Instant::now().saturating_duration_since(instant),
+    };
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The figures of a finished job that its result document and email show.
