@@ -43,6 +43,7 @@ FUNCTIONS = {
     "UploadTriggerFunction": "upload-trigger",
     "TrainerFunction": "trainer",
     "NotifierFunction": "notifier",
+    "FailureRecorderFunction": "failure-recorder",
 }
 
 CREDENTIALS = {

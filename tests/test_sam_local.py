@@ -146,6 +146,22 @@ def test_result_event_emails_the_report_once(stack):
     assert "team@example.com" in json.dumps(emails[0])
 
 
+def test_a_trainer_lambda_gave_up_on_gets_a_failed_result_once(stack):
+    # What Lambda sends the on-failure destination after the trainer's last retry.
+    stack.put(INPUT, f"jobs/{JOB_ID}.json", json.dumps(SPEC).encode())
+    for attempt in range(2):
+        response = sam_local_invoke("FailureRecorderFunction", "events/trainer-gave-up.json")
+        assert_succeeded(response)
+        assert response == {"records": 1}
+        result = stack.get_json(RESULTS, f"results/{JOB_ID}.json")
+        assert result["status"] == "failed", result
+        assert result["error"]["kind"] == "retries_exhausted", result
+        assert "SlowDown" in result["error"]["message"], result
+        assert result["notify"] == SPEC["notify"], result
+        # Written once: the second delivery of the same record finds it (one email).
+        assert len(stack.notifications("results-events")) == (1 if attempt == 0 else 0)
+
+
 def test_every_sample_event_is_covered():
     covered = {
         "image-upload.json",
@@ -153,6 +169,7 @@ def test_every_sample_event_is_covered():
         "job-spec.json",
         "multi-record.json",
         "result-created.json",
+        "trainer-gave-up.json",
     }
     events = {p.name for p in (REPO / "events").glob("*.json")} - {"local-env.json"}
     assert events == covered

@@ -5,6 +5,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(event) = serde_json::from_slice::<pipeline::S3Event>(bytes) {
-        let _ = event.created_objects();
+        for object in pipeline::event::created_objects(&event).into_iter().flatten() {
+            let _ = pipeline::layout::InputKey::parse(&object.key);
+            let _ = pipeline::layout::parse_result_key(&object.key);
+        }
     }
 });

@@ -7,7 +7,8 @@ use metrics::Unit;
 
 /// Images classified successfully by the upload trigger.
 pub const IMAGES_CLASSIFIED: &str = "ImagesClassified";
-/// Images the upload trigger could not classify (bad input, limits).
+/// Error predictions the upload trigger wrote (bad input, limits, a model it could not load, an
+/// image deleted before its GET).
 pub const IMAGE_ERRORS: &str = "ImageErrors";
 /// Backbone inference time per image.
 pub const INFERENCE_MS: &str = "InferenceMs";

@@ -5,6 +5,7 @@
 mod dataset;
 mod feature_cache;
 mod feed;
+mod lease;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,8 +17,7 @@ use vision::{BUNDLED_MODEL, Backbone, TrainedBundle};
 use crate::clock::now_rfc3339;
 use crate::config::Config;
 use crate::documents::{
-    Checkpoint, CurrentModel, JobResult, JobSpec, JobStatus, ModelInfo, TrainerLease,
-    TrainingSummary,
+    Checkpoint, CurrentModel, JobResult, JobSpec, JobStatus, ModelInfo, TrainingSummary,
 };
 use crate::error::{PipelineError, Result};
 use crate::launcher::{TrainerEvent, TrainerLauncher};
@@ -222,46 +222,6 @@ impl Trainer {
             }
             Err(error) if error.is_transient() => Err(error),
             Err(error) => self.finish_failed(failed(&error), &error).await,
-        }
-    }
-
-    /// Takes the job for this invocation: free, or held by an earlier continuation, by this
-    /// same invocation (a Lambda retry), or by one whose deadline has passed. `false` when
-    /// another invocation holds it, or the job has moved past this continuation.
-    async fn take_lease(
-        &self,
-        job_id: &str,
-        continuation: u32,
-        invocation: &str,
-        deadline: Instant,
-    ) -> Result<bool> {
-        let bucket = &self.config.results_bucket;
-        let key = layout::lease_key(job_id);
-        let now_ms = epoch_ms(Instant::now());
-        let lease = TrainerLease {
-            continuation,
-            holder: invocation.to_owned(),
-            expires_at_ms: epoch_ms(deadline),
-        };
-        let Some(held) = self
-            .store
-            .get_json_lenient::<TrainerLease>(bucket, &key)
-            .await?
-        else {
-            return self.store.put_json_if_absent(bucket, &key, &lease).await;
-        };
-        let free = held.document.as_ref().is_none_or(|held| {
-            held.continuation < continuation
-                || (held.continuation == continuation
-                    && (held.holder == invocation || held.expires_at_ms <= now_ms))
-        });
-        match held.etag {
-            Some(etag) if free => {
-                self.store
-                    .put_json_if_match(bucket, &key, &lease, &etag)
-                    .await
-            }
-            _ => Ok(false),
         }
     }
 
@@ -500,17 +460,6 @@ impl Trainer {
             )
             .await
     }
-}
-
-/// `instant` as milliseconds since the Unix epoch (the lease's clock, shared by all invocations).
-fn epoch_ms(instant: Instant) -> u64 {
-    let now = std::time::SystemTime::now();
-    let at = match instant.checked_duration_since(Instant::now()) {
-        Some(ahead) => now + ahead,
-        None => now - Instant::now().saturating_duration_since(instant),
-    };
-    at.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The figures of a finished job that its result document and email show.
