@@ -316,6 +316,17 @@ impl Stack {
         }
     }
 
+    /// A failed job's result, as the trainer would write it, for tests of the notifier.
+    async fn put_failed_result(&self, job_id: &str) {
+        let result = serde_json::json!({
+            "job_id": job_id, "status": "failed", "notify": ["owner@example.com"],
+            "error": {"kind": "invalid_spec", "message": "m"}, "finished_at": "2026-12-05T00:00:00Z"
+        });
+        let key = format!("results/{job_id}.json");
+        self.put(RESULTS, &key, result.to_string().into_bytes())
+            .await;
+    }
+
     async fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> T {
         serde_json::from_slice(&self.store.get(RESULTS, key).await.unwrap().bytes).unwrap()
     }
@@ -911,17 +922,7 @@ async fn permanent_problems_are_recorded_and_acknowledged() {
         stack.store.clone(),
         Arc::new(SesMailer::new(&aws(&stack.ses_moto.url).await)),
     );
-    let result = serde_json::json!({
-        "job_id": "nosender", "status": "failed", "notify": ["owner@example.com"],
-        "error": {"kind": "invalid_spec", "message": "m"}, "finished_at": "2026-12-05T00:00:00Z"
-    });
-    stack
-        .put(
-            RESULTS,
-            "results/nosender.json",
-            result.to_string().into_bytes(),
-        )
-        .await;
+    stack.put_failed_result("nosender").await;
     for event in stack.events(&stack.results_queue).await {
         let outcomes = notifier.handle(&event).await.unwrap();
         assert!(
@@ -961,17 +962,7 @@ async fn an_ses_call_that_times_out_is_never_sent_again() {
             Duration::from_secs(1),
         )),
     );
-    let result = serde_json::json!({
-        "job_id": "slow", "status": "failed", "notify": ["owner@example.com"],
-        "error": {"kind": "invalid_spec", "message": "m"}, "finished_at": "2026-12-05T00:00:00Z"
-    });
-    stack
-        .put(
-            RESULTS,
-            "results/slow.json",
-            result.to_string().into_bytes(),
-        )
-        .await;
+    stack.put_failed_result("slow").await;
     let events = stack.events(&stack.results_queue).await;
     let outcomes = notifier.handle(&events[0]).await.unwrap();
     assert!(
