@@ -1,5 +1,5 @@
 """The SAM application as it is deployed, on this machine: Docker with the Lambda base image (or
-its stand-in), moto for S3, SQS and SES v2 listening where containers reach it, the three
+its stand-in), moto for S3, SQS and SES v2 listening where containers reach it, the four
 functions laid out exactly as `sam build` lays them out, and `sam local start-lambda` for the
 trainer. Everything is driven through the SAM CLI with `--config-env local` (samconfig.toml), so
 the commands here are the README's commands.

@@ -2,7 +2,7 @@
 
 use crate::error::{PipelineError, Result};
 
-/// Everything the three functions need to know about their surroundings.
+/// Everything the four functions need to know about their surroundings.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where users upload images, datasets and job specs (`INPUT_BUCKET`).

@@ -1,4 +1,4 @@
-//! lambda-vision's pipeline glue: the three Lambda handlers (`handlers/`) over the pieces they
+//! lambda-vision's pipeline glue: the four Lambda handlers (`handlers/`) over the pieces they
 //! share — the S3 layout, the JSON documents, S3 events, storage, the report and its mailer,
 //! configuration and the functions' boot code — so the demo and the tests run exactly what
 //! Lambda runs.

@@ -1,4 +1,4 @@
-//! The three Lambda handlers, over the shared pieces of the crate (documents, store, layout,
+//! The four Lambda handlers, over the shared pieces of the crate (documents, store, layout,
 //! events, report). No handler imports another: what two of them share lives below them.
 //! They live in the library, not in `functions/`, so the demo and the tests run exactly what
 //! Lambda runs.
