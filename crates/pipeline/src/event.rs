@@ -12,6 +12,7 @@ pub struct CreatedObject {
     pub bucket: String,
     pub key: String,
     pub size: Option<u64>,
+    /// Bare, without the quotes S3 responses put around it (events normally carry it bare).
     pub etag: Option<String>,
     pub version_id: Option<String>,
     pub sequencer: Option<String>,
@@ -43,7 +44,7 @@ pub fn created_objects(event: &S3Event) -> Vec<Result<CreatedObject, String>> {
                 bucket,
                 key: decode_key(raw_key)?,
                 size: r.s3.object.size.and_then(|size| u64::try_from(size).ok()),
-                etag: r.s3.object.e_tag.clone(),
+                etag: r.s3.object.e_tag.as_deref().map(unquote),
                 version_id: r.s3.object.version_id.clone(),
                 sequencer: r.s3.object.sequencer.clone(),
             })
@@ -168,12 +169,17 @@ pub fn object_created_event(
                 "object": {
                     "key": encode_key(key),
                     "size": size,
-                    "eTag": etag.trim_matches('"'),
+                    "eTag": unquote(etag),
                     "sequencer": format!("{sequencer:016X}")
                 }
             }
         }]
     })
+}
+
+/// An ETag without quotes: S3 responses quote it, events do not; documents store it bare.
+pub fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_owned()
 }
 
 /// The inverse of [`decode_key`]: S3 form-encodes keys in events (space → `+`, `/` kept).

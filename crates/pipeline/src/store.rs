@@ -95,7 +95,7 @@ impl S3Store {
 
     /// Reads a whole object.
     pub async fn get(&self, bucket: &str, key: &str) -> Result<Object> {
-        self.get_range(bucket, key, None).await
+        self.get_object(bucket, key, None).await
     }
 
     /// Reads an object, or `None` when it does not exist.
@@ -107,11 +107,6 @@ impl S3Store {
         }
     }
 
-    /// Reads `range` (an HTTP range such as `bytes=0-1023`) or the whole object.
-    pub async fn get_range(&self, bucket: &str, key: &str, range: Option<&str>) -> Result<Object> {
-        self.get_object(bucket, key, range, None).await
-    }
-
     /// Reads the object only while it is still the version with `etag` (`If-Match`): `None`
     /// when a newer version has replaced it, so a late event never reads another version's
     /// bytes.
@@ -121,27 +116,20 @@ impl S3Store {
         key: &str,
         etag: &str,
     ) -> Result<Option<Object>> {
-        let quoted = format!("\"{}\"", etag.trim_matches('"'));
-        match self.get_object(bucket, key, None, Some(&quoted)).await {
+        let quoted = format!("\"{}\"", crate::event::unquote(etag));
+        match self.get_object(bucket, key, Some(&quoted)).await {
             Ok(object) => Ok(Some(object)),
             Err(PipelineError::Changed { .. }) => Ok(None),
             Err(error) => Err(error),
         }
     }
 
-    async fn get_object(
-        &self,
-        bucket: &str,
-        key: &str,
-        range: Option<&str>,
-        if_match: Option<&str>,
-    ) -> Result<Object> {
+    async fn get_object(&self, bucket: &str, key: &str, if_match: Option<&str>) -> Result<Object> {
         let output = self
             .client
             .get_object()
             .bucket(bucket)
             .key(key)
-            .set_range(range.map(str::to_owned))
             .set_if_match(if_match.map(str::to_owned))
             .send()
             .await

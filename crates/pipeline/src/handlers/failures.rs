@@ -120,10 +120,7 @@ impl FailureRecorder {
             Ok(InputKey::Image { path }) => {
                 let document = PredictionDocument {
                     source_key: object.key.clone(),
-                    source_etag: object
-                        .etag
-                        .as_deref()
-                        .map(|e| e.trim_matches('"').to_owned()),
+                    source_etag: object.etag.clone(),
                     model_id: NO_MODEL.to_owned(),
                     top: Vec::new(),
                     width: None,
@@ -158,18 +155,7 @@ impl FailureRecorder {
     ) -> Result<FailureOutcome> {
         layout::validate_id("job id", job_id)?;
         let results = &self.config.results_bucket;
-        let pinned = self
-            .store
-            .get_if_exists(results, &layout::accepted_spec_key(job_id))
-            .await?;
-        let spec_bytes = match pinned {
-            Some(object) => Some(object.bytes),
-            None => self
-                .store
-                .get_if_exists(&self.config.input_bucket, &layout::job_spec_key(job_id))
-                .await?
-                .map(|object| object.bytes),
-        };
+        let spec_bytes = super::job_spec_bytes(&self.store, &self.config, job_id).await?;
         let (dataset, notify) = match spec_bytes.as_deref().map(JobSpec::parse) {
             Some(Ok(spec)) => (Some(spec.dataset), spec.notify),
             Some(Err(_)) => (

@@ -13,13 +13,37 @@ use std::future::Future;
 
 use tracing::{Instrument, info, warn};
 
+use crate::config::Config;
 use crate::error::Result;
 use crate::event::{CreatedObject, S3Event, created_objects};
+use crate::layout;
+use crate::store::S3Store;
 
 pub use failures::{FailureOutcome, FailureRecorder, InvocationRecord};
 pub use notifier::{Notifier, NotifyOutcome};
 pub use trainer::{ProgressObserver, Trainer, TrainerOptions, TrainerOutcome, TrainingProgress};
 pub use upload::{RecordOutcome, UploadTrigger};
+
+/// The bytes of the spec a job runs with: the copy pinned when the upload trigger accepted it,
+/// or, for a job started without it (a direct invoke, `sam local invoke`), `jobs/<id>.json` as
+/// it is now. `None` when neither exists. The trainer runs this spec; the failure recorder
+/// takes the recipients from it.
+pub(crate) async fn job_spec_bytes(
+    store: &S3Store,
+    config: &Config,
+    job_id: &str,
+) -> Result<Option<Vec<u8>>> {
+    let pinned = store
+        .get_if_exists(&config.results_bucket, &layout::accepted_spec_key(job_id))
+        .await?;
+    Ok(match pinned {
+        Some(object) => Some(object.bytes),
+        None => store
+            .get_if_exists(&config.input_bucket, &layout::job_spec_key(job_id))
+            .await?
+            .map(|object| object.bytes),
+    })
+}
 
 /// The record loop of the S3-triggered handlers: `handle` runs for every created object of
 /// `event`, each on its own, in a span carrying its bucket and key (in Lambda, the runtime's

@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use tracing::warn;
+
 use crate::clock::now_rfc3339;
 use crate::config::Config;
 use crate::documents::{JobResult, JobStatus, NotificationRecord, NotificationState};
@@ -20,7 +22,6 @@ use crate::mailer::{Mailer, OutgoingEmail};
 use crate::observe;
 use crate::report::{build_message, render};
 use crate::store::S3Store;
-use tracing::warn;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotifyOutcome {

@@ -10,7 +10,7 @@ use vision::{Backbone, Classification, Classifier, DecodeLimits, HeadDocument, V
 use crate::config::Config;
 use crate::documents::{CurrentModel, ErrorInfo, JobResult, JobSpec, NO_MODEL, PredictionDocument};
 use crate::error::{PipelineError, Result};
-use crate::event::{CreatedObject, S3Event};
+use crate::event::{CreatedObject, S3Event, unquote};
 use crate::launcher::TrainerLauncher;
 use crate::layout::{self, InputKey};
 use crate::loading::BackboneLoader;
@@ -138,12 +138,8 @@ impl UploadTrigger {
     /// Transient errors fail the record so Lambda retries it; permanent ones (a broken
     /// `models/current.json`, an image deleted before its GET) become an error prediction.
     async fn classify(&self, object: &CreatedObject, path: &str) -> Result<RecordOutcome> {
-        let event_etag = object.etag.as_deref().map(unquote);
-        let (current, fetched) = tokio::join!(
-            self.current_classifier(),
-            self.fetch_image(object, event_etag.as_deref())
-        );
-        let mut source_etag = event_etag;
+        let (current, fetched) = tokio::join!(self.current_classifier(), self.fetch_image(object));
+        let mut source_etag = object.etag.clone();
         let (model_id, classified) = match (current, fetched) {
             (Err(error), _) | (_, Err(error)) if error.is_transient() => return Err(error),
             (_, Ok(Fetched::Superseded)) => {
@@ -193,7 +189,7 @@ impl UploadTrigger {
 
     /// The image version the event announced: refused from the event's size alone, read with
     /// `If-Match` on the event's ETag, or found replaced by a newer version.
-    async fn fetch_image(&self, object: &CreatedObject, etag: Option<&str>) -> Result<Fetched> {
+    async fn fetch_image(&self, object: &CreatedObject) -> Result<Fetched> {
         if let Some(error) = object
             .size
             .and_then(|size| self.limits.check_encoded_len(size).err())
@@ -201,7 +197,7 @@ impl UploadTrigger {
             return Ok(Fetched::Refused(error));
         }
         let bucket = &self.config.input_bucket;
-        Ok(match etag {
+        Ok(match object.etag.as_deref() {
             Some(etag) => match self.store.get_if_match(bucket, &object.key, etag).await? {
                 Some(image) => Fetched::Image(image),
                 None => Fetched::Superseded,
@@ -387,9 +383,4 @@ fn record_metrics(document: &PredictionDocument) {
         }
         _ => metrics::counter!(observe::IMAGE_ERRORS).increment(1),
     }
-}
-
-/// ETags arrive quoted from S3 responses and bare in S3 events; store them bare.
-fn unquote(etag: &str) -> String {
-    etag.trim_matches('"').to_owned()
 }

@@ -325,23 +325,13 @@ impl Trainer {
     /// The spec pinned when the job was accepted; a trainer invoked directly (no upload
     /// trigger, e.g. `sam local invoke`) falls back to `jobs/<id>.json` as it is now.
     async fn accepted_spec(&self, job_id: &str) -> Result<JobSpec> {
-        let pinned = self
-            .store
-            .get_if_exists(
-                &self.config.results_bucket,
-                &layout::accepted_spec_key(job_id),
-            )
-            .await?;
-        let bytes = match pinned {
-            Some(object) => object.bytes,
-            None => {
-                self.store
-                    .get(&self.config.input_bucket, &layout::job_spec_key(job_id))
-                    .await?
-                    .bytes
-            }
-        };
-        JobSpec::parse(&bytes)
+        match super::job_spec_bytes(&self.store, &self.config, job_id).await? {
+            Some(bytes) => JobSpec::parse(&bytes),
+            None => Err(PipelineError::NotFound {
+                bucket: self.config.input_bucket.clone(),
+                key: layout::job_spec_key(job_id),
+            }),
+        }
     }
 
     /// Time spent by the invocations before this continuation, from the checkpoint (zero when
