@@ -51,7 +51,7 @@ class Invocation:
     trace_id: str
     deadline_ms: int | None = None  # epoch ms sent in Lambda-Runtime-Deadline-Ms
     requested_at: float | None = None  # the runtime's `next` arrived (it was ready)
-    sent_at: float | None = None  # the event was written to it
+    sent_at: float | None = None  # the event was handed to it (stamped just before the write)
     done_at: float | None = None  # its response or error arrived, body read in full
     outcome: str | None = None  # "response" | "error"
     body: bytes | None = None
@@ -243,13 +243,15 @@ class _Handler(BaseHTTPRequestHandler):
         if inv is None:  # closed while idle: drop the connection, as a frozen sandbox would
             self.close_connection = True
             return
+        # Stamped before the write: a fast runtime can post its response before _reply returns,
+        # and _finish refuses an invocation that was never sent.
+        inv.sent_at = time.perf_counter()
         self._reply(200, inv.event, [
             ("Lambda-Runtime-Aws-Request-Id", inv.request_id),
             ("Lambda-Runtime-Deadline-Ms", str(inv.deadline_ms)),
             ("Lambda-Runtime-Invoked-Function-Arn", api.function_arn),
             ("Lambda-Runtime-Trace-Id", inv.trace_id),
         ])
-        inv.sent_at = time.perf_counter()
 
     def do_POST(self):
         body = self._read_body()
