@@ -76,6 +76,11 @@ pub enum PipelineError {
     #[error("the report email cannot be built: {0}")]
     InvalidEmail(String),
 
+    /// A change of the serving model that cannot be made (no such version, another backbone,
+    /// nothing to roll back to); nothing was written.
+    #[error("{0}")]
+    ModelChangeRefused(String),
+
     #[error("starting the trainer failed: {0}")]
     Invoke(String),
 
@@ -102,6 +107,7 @@ impl PipelineError {
             PipelineError::Email(_) => "email",
             PipelineError::EmailUnconfirmed(_) => "email_unconfirmed",
             PipelineError::InvalidEmail(_) => "invalid_email",
+            PipelineError::ModelChangeRefused(_) => "model_change_refused",
             PipelineError::Invoke(_) => "invoke",
             PipelineError::Vision(e) => e.kind(),
         }

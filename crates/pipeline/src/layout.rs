@@ -123,6 +123,24 @@ pub fn model_file_key(job_id: &str, file: &str) -> String {
 /// Points classification at the model it should use now.
 pub const CURRENT_MODEL_KEY: &str = "models/current.json";
 
+/// Every change of the serving model, append-only: `model-history/<sequence>.json`, each a copy
+/// of the `models/current.json` it wrote. Outside `models/`, where a job id could collide.
+pub const MODEL_HISTORY_PREFIX: &str = "model-history/";
+
+/// Predictions whose top label is below its confidence threshold, one document per image, for
+/// people to label: `review/<path under images/>.json`.
+pub const REVIEW_PREFIX: &str = "review/";
+
+/// Key of the history entry with `sequence` (zero-padded, so keys sort in order).
+pub fn model_history_key(sequence: u64) -> String {
+    format!("{MODEL_HISTORY_PREFIX}{sequence:012}{JSON_SUFFIX}")
+}
+
+/// Key of the review entry for the image at `images/<image_path>`.
+pub fn review_key(image_path: &str) -> String {
+    format!("{REVIEW_PREFIX}{image_path}{JSON_SUFFIX}")
+}
+
 /// Where the cached features of one dataset live for one backbone and input size (features
 /// differ with either).
 pub fn feature_cache_prefix(backbone_sha256: &str, input_size: u32, dataset: &str) -> String {
@@ -231,6 +249,8 @@ mod tests {
             lease_key("j"),
             accepted_spec_key("j"),
             notification_key("j"),
+            model_history_key(1),
+            review_key("a.jpg"),
         ] {
             for bucket in [BucketRole::Input, BucketRole::Results] {
                 assert_eq!(notified_function(bucket, &key), None, "{key}");

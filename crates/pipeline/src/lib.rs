@@ -16,6 +16,7 @@ pub mod loading;
 pub mod mailer;
 pub mod observe;
 pub mod predictions;
+pub mod registry;
 pub mod report;
 pub mod store;
 

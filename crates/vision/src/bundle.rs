@@ -9,17 +9,20 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use tract_onnx::pb::{self, AttributeProto, NodeProto, TensorProto};
 
-use crate::backbone::{Backbone, FEATURE_LEN};
+use crate::backbone::{Backbone, FEATURE_LEN, softmax};
+use crate::confidence::{EvaluatedImage, ThresholdSource, Thresholds, choose_thresholds};
 use crate::error::{Result, VisionError};
-use crate::evaluation::evaluate;
+use crate::evaluation::{Evaluation, evaluate};
 use crate::extract::FeatureSet;
-use crate::head::{Head, PenaltyScore, TrainConfig, train_head};
+use crate::head::{Head, PenaltyScore, TrainConfig, argmax, train_head};
 use crate::metrics::{ImageCounts, Metrics, TrainingTimings};
 use crate::preprocess::{IMAGENET_MEAN, IMAGENET_STD};
 
 pub const HEAD_FILE: &str = "head.json";
 pub const METRICS_FILE: &str = "metrics.json";
 pub const ONNX_FILE: &str = "model.onnx";
+/// One line per held-out image: key, true label, predicted label, score ([`EvaluatedImage`]).
+pub const EVALUATION_FILE: &str = "evaluation.jsonl";
 
 /// The version written into every bundle, so a bundle says which code made it.
 pub const LAMBDA_VISION_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -38,6 +41,10 @@ pub struct HeadDocument {
     pub standardisation: Standardisation,
     pub weights: Vec<Vec<f32>>,
     pub bias: Vec<f32>,
+    /// Per-label confidence thresholds (absent in heads trained before there were any: every
+    /// prediction of such a head counts as confident).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Thresholds>,
 }
 
 /// Pixel normalisation applied before the backbone (ImageNet statistics).
@@ -58,7 +65,7 @@ pub struct Standardisation {
 }
 
 impl HeadDocument {
-    pub fn new(head: &Head, backbone: &Backbone) -> Self {
+    pub fn new(head: &Head, backbone: &Backbone, thresholds: Option<Thresholds>) -> Self {
         let preprocessor = backbone.preprocessor();
         HeadDocument {
             format_version: 1,
@@ -77,6 +84,7 @@ impl HeadDocument {
             },
             weights: head.weights.clone(),
             bias: head.bias.clone(),
+            thresholds,
         }
     }
 
@@ -95,6 +103,15 @@ impl HeadDocument {
                 backbone.preprocessor().input_size()
             )));
         }
+        if let Some(thresholds) = &self.thresholds
+            && thresholds.per_label.len() != self.labels.len()
+        {
+            return Err(VisionError::InvalidHead(format!(
+                "{} thresholds for {} labels",
+                thresholds.per_label.len(),
+                self.labels.len()
+            )));
+        }
         let head = Head {
             labels: self.labels.clone(),
             feature_mean: self.standardisation.mean.clone(),
@@ -107,14 +124,21 @@ impl HeadDocument {
     }
 }
 
-/// A finished training run: the head and its metrics, plus the three files' bytes.
+/// A finished training run: the head, its metrics and thresholds, plus the files' bytes.
 #[derive(Debug, Clone)]
 pub struct TrainedBundle {
     pub head: Head,
     pub metrics: Metrics,
+    pub thresholds: Thresholds,
+    /// Rows of the feature set that `metrics.evaluation` scored (the validation split, or the
+    /// training split when nothing was held out), so another head can be scored on the same.
+    pub evaluated_rows: Vec<usize>,
+    /// Each of those images as the scored head saw it (`evaluation.jsonl`).
+    pub evaluated: Vec<EvaluatedImage>,
     pub head_json: Vec<u8>,
     pub metrics_json: Vec<u8>,
     pub model_onnx: Vec<u8>,
+    pub evaluation_jsonl: Vec<u8>,
 }
 
 impl TrainedBundle {
@@ -129,6 +153,7 @@ impl TrainedBundle {
             (HEAD_FILE, &self.head_json),
             (METRICS_FILE, &self.metrics_json),
             (ONNX_FILE, &self.model_onnx),
+            (EVALUATION_FILE, &self.evaluation_jsonl),
         ] {
             let path = dir.join(name);
             std::fs::write(&path, bytes).map_err(io(&path))?;
@@ -155,13 +180,50 @@ pub fn train_bundle(
     } else {
         (&trained.split.validation, "validation")
     };
-    let truth: Vec<usize> = rows.iter().map(|&r| trained.targets[r]).collect();
-    let predicted: Vec<usize> = rows
+    let labels = &trained.head.labels;
+    // (truth, predicted, score of the predicted label) of every scored image.
+    let scored: Vec<(usize, usize, f32)> = rows
         .iter()
-        .map(|&r| trained.scored_head.predict(set.row(r)))
+        .map(|&r| {
+            let probabilities = softmax(&trained.scored_head.logits(set.row(r)));
+            let predicted = argmax(&probabilities);
+            (trained.targets[r], predicted, probabilities[predicted])
+        })
         .collect();
+    let truth: Vec<usize> = scored.iter().map(|s| s.0).collect();
+    let predicted: Vec<usize> = scored.iter().map(|s| s.1).collect();
+    let thresholds = match (config.min_confidence, evaluated_on) {
+        (Some(minimum), _) => Thresholds {
+            per_label: vec![minimum; labels.len()],
+            source: ThresholdSource::MinConfidence,
+        },
+        (None, "validation") => Thresholds {
+            per_label: choose_thresholds(&scored, labels.len()),
+            source: ThresholdSource::ValidationF1,
+        },
+        _ => Thresholds {
+            per_label: vec![0.0; labels.len()],
+            source: ThresholdSource::NoValidation,
+        },
+    };
+    let evaluated: Vec<EvaluatedImage> = rows
+        .iter()
+        .zip(&scored)
+        .map(|(&row, &(t, p, score))| EvaluatedImage {
+            key: set.keys[row].clone(),
+            truth: labels[t].clone(),
+            predicted: labels[p].clone(),
+            score,
+        })
+        .collect();
+    let mut evaluation_jsonl = Vec::new();
+    for image in &evaluated {
+        serde_json::to_writer(&mut evaluation_jsonl, image)
+            .map_err(|e| VisionError::InvalidHead(e.to_string()))?;
+        evaluation_jsonl.push(b'\n');
+    }
     let metrics = Metrics {
-        evaluation: evaluate(&truth, &predicted, &trained.head.labels),
+        evaluation: evaluate(&truth, &predicted, labels),
         evaluated_on: evaluated_on.to_owned(),
         chosen_penalty: trained.chosen,
         penalty_search: trained.penalty_scores,
@@ -179,14 +241,30 @@ pub fn train_bundle(
             head_training_ms,
         },
     };
-    let document = HeadDocument::new(&trained.head, backbone);
+    let document = HeadDocument::new(&trained.head, backbone, Some(thresholds.clone()));
     Ok(TrainedBundle {
         head_json: to_json(&document)?,
         metrics_json: to_json(&metrics)?,
         model_onnx: export_onnx(backbone_onnx, &trained.head)?,
+        evaluation_jsonl,
+        evaluated,
+        evaluated_rows: rows.clone(),
         head: trained.head,
         metrics,
+        thresholds,
     })
+}
+
+/// Scores `head` on `rows` of `set`, as [`train_bundle`] scores a new head: how a serving
+/// model (the champion) does on a new job's held-out images. `None` when the head's labels are
+/// not the set's (the two models answer different questions).
+pub fn score_head(head: &Head, set: &FeatureSet, rows: &[usize]) -> Option<Evaluation> {
+    let mut truth = Vec::with_capacity(rows.len());
+    for &row in rows {
+        truth.push(head.labels.iter().position(|l| *l == set.labels[row])?);
+    }
+    let predicted: Vec<usize> = rows.iter().map(|&r| head.predict(set.row(r))).collect();
+    Some(evaluate(&truth, &predicted, &head.labels))
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {

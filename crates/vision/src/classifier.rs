@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::backbone::{Backbone, Classification, top_k};
-use crate::bundle::read_head_document;
+use crate::bundle::{HeadDocument, read_head_document};
+use crate::confidence::Thresholds;
 use crate::decode::DecodeLimits;
 use crate::error::Result;
 use crate::head::Head;
@@ -15,6 +16,7 @@ use crate::head::Head;
 pub struct Classifier {
     backbone: Arc<Backbone>,
     head: Option<Arc<Head>>,
+    thresholds: Option<Arc<Thresholds>>,
 }
 
 impl Classifier {
@@ -23,6 +25,7 @@ impl Classifier {
         Classifier {
             backbone,
             head: None,
+            thresholds: None,
         }
     }
 
@@ -31,13 +34,28 @@ impl Classifier {
         Classifier {
             backbone,
             head: Some(Arc::new(head)),
+            thresholds: None,
         }
+    }
+
+    /// The head of `document` with its confidence thresholds; fails as [`HeadDocument::head_for`].
+    pub fn from_document(backbone: Arc<Backbone>, document: &HeadDocument) -> Result<Self> {
+        let head = document.head_for(&backbone)?;
+        let mut classifier = Self::with_head(backbone, head);
+        classifier.thresholds = document.thresholds.clone().map(Arc::new);
+        Ok(classifier)
     }
 
     /// Loads the head of a bundle directory (see [`crate::bundle`]).
     pub fn from_bundle_dir(backbone: Arc<Backbone>, dir: &Path) -> Result<Self> {
-        let head = read_head_document(dir)?.head_for(&backbone)?;
-        Ok(Self::with_head(backbone, head))
+        Self::from_document(backbone, &read_head_document(dir)?)
+    }
+
+    /// The confidence threshold of `label`, for a trained head that has thresholds.
+    pub fn threshold(&self, label: &str) -> Option<f32> {
+        let thresholds = self.thresholds.as_ref()?;
+        let index = self.labels().iter().position(|l| l == label)?;
+        Some(thresholds.of(index))
     }
 
     pub fn backbone(&self) -> &Arc<Backbone> {

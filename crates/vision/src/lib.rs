@@ -5,6 +5,7 @@
 pub mod backbone;
 pub mod bundle;
 pub mod classifier;
+pub mod confidence;
 pub mod decode;
 pub mod error;
 pub mod evaluation;
@@ -18,8 +19,9 @@ pub use backbone::{
     DEFAULT_INPUT_SIZE, FEATURE_LEN, ImageInference, Inference, Prediction, Timings, softmax,
     top_k,
 };
-pub use bundle::{HeadDocument, TrainedBundle, export_onnx, train_bundle};
+pub use bundle::{HeadDocument, TrainedBundle, export_onnx, score_head, train_bundle};
 pub use classifier::Classifier;
+pub use confidence::{EvaluatedImage, ThresholdSource, Thresholds, choose_thresholds};
 pub use decode::{DecodeLimits, DecodedImage, ImageFormat, decode};
 pub use error::{LimitKind, Result, VisionError};
 pub use evaluation::{ClassMetrics, Evaluation, evaluate};

@@ -23,6 +23,8 @@ pub struct JobSpec {
     pub notify: Vec<String>,
     /// Side of the square the backbone sees: a multiple of 32 from 96 to 512.
     pub input_size: u32,
+    /// Whether the job's model may replace the serving one.
+    pub promote: PromotePolicy,
     #[serde(flatten)]
     training: TrainConfig,
 }
@@ -35,9 +37,27 @@ struct JobFields {
     notify: Vec<String>,
     #[serde(default = "default_input_size")]
     input_size: u32,
+    #[serde(default)]
+    promote: PromotePolicy,
 }
 
-const JOB_FIELDS: [&str; 3] = ["dataset", "notify", "input_size"];
+const JOB_FIELDS: [&str; 4] = ["dataset", "notify", "input_size", "promote"];
+
+/// The spec's `promote`: when a job's model (the challenger) replaces the serving one (the
+/// champion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromotePolicy {
+    /// When its macro-F1 on the job's held-out images is at least the champion's on the same
+    /// images (the default). Models that cannot be compared (different labels, backbone or
+    /// input size, nothing held out) are not promoted.
+    #[default]
+    IfBetter,
+    /// Whatever the scores.
+    Always,
+    /// Never by the job: the model is kept as a version (`lambda-vision models promote`).
+    Never,
+}
 
 fn default_input_size() -> u32 {
     vision::DEFAULT_INPUT_SIZE
@@ -80,7 +100,7 @@ impl JobSpec {
             serde_path_to_error::deserialize(serde_json::Value::Object(fields)).map_err(|e| {
                 let mut reason = e.inner().to_string();
                 if reason.starts_with("unknown field") {
-                    reason.push_str(" (or the job's `dataset`, `notify`, `input_size`)");
+                    reason.push_str(" (or the job's `dataset`, `notify`, `input_size`, `promote`)");
                 }
                 spec_error(&e.path().to_string(), reason)
             })?;
@@ -88,6 +108,7 @@ impl JobSpec {
             dataset: job.dataset,
             notify: job.notify,
             input_size: job.input_size,
+            promote: job.promote,
             training,
         };
         spec.validate()?;
@@ -216,10 +237,40 @@ pub struct JobResult {
     pub model: Option<ModelInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<TrainingSummary>,
+    /// Champion vs challenger: whether the job's model was promoted, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<Promotion>,
     /// How many times the trainer handed the job on to a fresh invocation.
     #[serde(default)]
     pub continuations: u32,
     pub finished_at: String,
+}
+
+/// The promotion decision of a successful job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Promotion {
+    pub policy: PromotePolicy,
+    pub promoted: bool,
+    /// The decision in one sentence.
+    pub reason: String,
+    /// The job's model on its held-out images.
+    pub challenger: ModelScore,
+    /// The model serving when the job finished, on the same images (absent when none served
+    /// or the two cannot be compared; `reason` says which).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion: Option<ModelScore>,
+    /// Held-out images both were scored on.
+    pub compared_on: usize,
+    /// The model serving after the decision; `imagenet` when none.
+    pub serving: String,
+}
+
+/// A model's scores on a set of held-out images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelScore {
+    pub model_id: String,
+    pub accuracy: f64,
+    pub macro_f1: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,6 +340,7 @@ impl JobResult {
             error: Some(error),
             model: None,
             summary: None,
+            promotion: None,
             continuations,
             finished_at: now_rfc3339(),
         }

@@ -7,18 +7,22 @@ mod checkpoint;
 mod current_model;
 mod job;
 mod lease;
+mod misclassified;
 mod notification;
 mod prediction;
+mod review;
 
 pub use checkpoint::Checkpoint;
-pub use current_model::CurrentModel;
+pub use current_model::{CurrentModel, ModelChange};
 pub use job::{
     ErrorInfo, JobResult, JobSpec, JobStatus, MAX_RECIPIENTS, MAX_SPEC_BYTES, ModelInfo,
-    TrainingSummary, is_plausible_address, salvage_notify,
+    ModelScore, PromotePolicy, Promotion, TrainingSummary, is_plausible_address, salvage_notify,
 };
 pub use lease::TrainerLease;
+pub use misclassified::{MISCLASSIFIED_FILE, Misclassified};
 pub use notification::{NotificationRecord, NotificationState};
 pub use prediction::{NO_MODEL, PredictionDocument};
+pub use review::ReviewEntry;
 
 /// A document type the store can read and write as JSON. `NAME` says what it is in errors
 /// ("job result in s3://… is not valid JSON"), so a user knows which file to look at.
@@ -43,6 +47,12 @@ impl Document for TrainerLease {
 }
 impl Document for NotificationRecord {
     const NAME: &'static str = "notification record";
+}
+impl Document for Vec<Misclassified> {
+    const NAME: &'static str = "misclassified.json";
+}
+impl Document for ReviewEntry {
+    const NAME: &'static str = "review entry";
 }
 impl Document for vision::HeadDocument {
     const NAME: &'static str = "head.json";

@@ -26,6 +26,13 @@ pub struct PredictionDocument {
     pub height: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timings_ms: Option<vision::Timings>,
+    /// The top label's confidence threshold, for a trained head that has thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
+    /// Whether the top label's score reaches `threshold`; a prediction that does not is also
+    /// queued under `review/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confident: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
 }

@@ -126,6 +126,8 @@ impl FailureRecorder {
                     width: None,
                     height: None,
                     timings_ms: None,
+                    threshold: None,
+                    confident: None,
                     error: Some(cause),
                 };
                 let key = layout::prediction_key(&path);

@@ -7,8 +7,11 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 use vision::{Backbone, Classification, Classifier, DecodeLimits, HeadDocument, VisionError};
 
+use crate::clock::now_rfc3339;
 use crate::config::Config;
-use crate::documents::{CurrentModel, ErrorInfo, JobResult, JobSpec, NO_MODEL, PredictionDocument};
+use crate::documents::{
+    CurrentModel, ErrorInfo, JobResult, JobSpec, NO_MODEL, PredictionDocument, ReviewEntry,
+};
 use crate::error::{PipelineError, Result};
 use crate::event::{CreatedObject, S3Event, unquote};
 use crate::launcher::TrainerLauncher;
@@ -158,7 +161,13 @@ impl UploadTrigger {
                 source_etag = source_etag.or_else(|| image.etag.as_deref().map(unquote));
                 let limits = self.limits.clone();
                 let classified = tokio::task::spawn_blocking(move || {
-                    classifier.classify(&image.bytes, &limits, TOP_K)
+                    classifier.classify(&image.bytes, &limits, TOP_K).map(|c| {
+                        let threshold = c
+                            .top
+                            .first()
+                            .and_then(|top| classifier.threshold(&top.label));
+                        (c, threshold)
+                    })
                 })
                 .await
                 .map_err(PipelineError::from)
@@ -175,6 +184,20 @@ impl UploadTrigger {
             });
         }
         record_metrics(&document);
+        if let (Some(false), Some(threshold)) = (document.confident, document.threshold) {
+            let entry = ReviewEntry {
+                source_key: document.source_key.clone(),
+                source_etag: document.source_etag.clone(),
+                model_id: document.model_id.clone(),
+                top: document.top.clone(),
+                threshold,
+                prediction_key: key,
+                created_at: now_rfc3339(),
+            };
+            self.store
+                .put_json(bucket, &layout::review_key(path), &entry)
+                .await?;
+        }
         Ok(match &document.error {
             None => RecordOutcome::Predicted {
                 key: object.key.clone(),
@@ -269,8 +292,7 @@ impl UploadTrigger {
                 .await??,
             )
         };
-        let head = document.head_for(&backbone)?;
-        Ok(Classifier::with_head(backbone, head))
+        Ok(Classifier::from_document(backbone, &document)?)
     }
 
     async fn start_job(&self, object: &CreatedObject, job_id: &str) -> Result<RecordOutcome> {
@@ -340,7 +362,7 @@ fn prediction_document(
     object: &CreatedObject,
     model_id: String,
     source_etag: Option<String>,
-    classified: Result<Classification>,
+    classified: Result<(Classification, Option<f32>)>,
 ) -> PredictionDocument {
     let mut document = PredictionDocument {
         source_key: object.key.clone(),
@@ -350,10 +372,16 @@ fn prediction_document(
         width: None,
         height: None,
         timings_ms: None,
+        threshold: None,
+        confident: None,
         error: None,
     };
     match classified {
-        Ok(classification) => {
+        Ok((classification, threshold)) => {
+            document.threshold = threshold;
+            document.confident = threshold
+                .zip(classification.top.first())
+                .map(|(threshold, top)| top.score >= threshold);
             document.top = classification.top;
             document.width = Some(classification.width);
             document.height = Some(classification.height);

@@ -274,6 +274,7 @@ mod tests {
                 cv_accuracy: 0.5,
                 duration_ms: 1.0,
             }),
+            promotion: None,
             continuations: 0,
             finished_at: "2026-11-29T00:00:00Z".to_owned(),
         }

@@ -60,6 +60,12 @@ pub struct TrainConfig {
     /// Fewest usable images a class may end with (1–10000, default 5).
     #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().min_images_per_class, hide_default_value = true))]
     pub min_images_per_class: usize,
+    /// One confidence threshold (0–1) for every label, instead of each label's own: the score
+    /// that gave the label its best F1 on the validation split (the default, unset). A top
+    /// label scoring below its threshold marks the prediction as not confident.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_confidence: Option<f32>,
 }
 
 /// Most training images the penalty search fits on. Larger training sets are sampled (stratified,
@@ -80,6 +86,7 @@ impl Default for TrainConfig {
             refit_with_validation: true,
             seed: 42,
             min_images_per_class: 5,
+            min_confidence: None,
         }
     }
 }
@@ -118,6 +125,9 @@ impl TrainConfig {
                 "min_images_per_class",
                 format!("{} is outside 1–10000", self.min_images_per_class),
             );
+        }
+        if let Some(bad) = self.min_confidence.filter(|m| !(0.0..=1.0).contains(m)) {
+            return invalid("min_confidence", format!("{bad} is outside 0–1"));
         }
         Ok(())
     }
@@ -201,6 +211,12 @@ pub struct PenaltyScore {
     pub cv_accuracy: f64,
     /// Mean cross-entropy on the held-out fold images; the penalty with the lowest wins.
     pub cv_log_loss: f64,
+    /// The same two figures on the images each fold was fitted on (pooled over the folds):
+    /// the training curve beside the validation one. Zero in metrics written before they were.
+    #[serde(default)]
+    pub train_accuracy: f64,
+    #[serde(default)]
+    pub train_log_loss: f64,
     /// L-BFGS iterations over all folds.
     pub iterations: usize,
 }

@@ -57,19 +57,36 @@ impl CrossValidation<'_> {
                     self.classes,
                 );
                 let (loss, correct) = logistic::score(&held_out, &self.targets[start..end]);
-                Ok((fit, loss, correct))
+                // The fit's own rows, scored the same way: the training curve beside the
+                // validation one (how far the two are apart is how much the fit overfits).
+                let mut trained = (0.0, 0);
+                for (rows, targets) in &problem.blocks {
+                    let (l, c) = logistic::score(
+                        &logistic::logits(*rows, &fit.params, self.classes),
+                        targets,
+                    );
+                    trained = (trained.0 + l, trained.1 + c);
+                }
+                Ok(FoldFit {
+                    fit,
+                    held_out: (loss, correct),
+                    trained,
+                })
             })?;
             let held_out: usize = folds.iter().map(|(start, end)| end - start).sum();
-            let held_out = held_out.max(1) as f64;
+            let trained_on: usize = folds.iter().map(|(start, end)| n - (end - start)).sum();
+            let (held_out, trained_on) = (held_out.max(1) as f64, trained_on.max(1) as f64);
             let score = PenaltyScore {
                 penalty,
-                cv_accuracy: fits.iter().map(|(_, _, c)| *c).sum::<usize>() as f64 / held_out,
-                cv_log_loss: fits.iter().map(|(_, l, _)| *l).sum::<f64>() / held_out,
-                iterations: fits.iter().map(|(f, _, _)| f.iterations).sum(),
+                cv_accuracy: fits.iter().map(|f| f.held_out.1).sum::<usize>() as f64 / held_out,
+                cv_log_loss: fits.iter().map(|f| f.held_out.0).sum::<f64>() / held_out,
+                train_accuracy: fits.iter().map(|f| f.trained.1).sum::<usize>() as f64 / trained_on,
+                train_log_loss: fits.iter().map(|f| f.trained.0).sum::<f64>() / trained_on,
+                iterations: fits.iter().map(|f| f.fit.iterations).sum(),
             };
             on_penalty(&score);
             scores.push(score);
-            let params: Vec<Vec<f64>> = fits.into_iter().map(|(f, _, _)| f.params).collect();
+            let params: Vec<Vec<f64>> = fits.into_iter().map(|f| f.fit.params).collect();
             // Strongest first, so a strictly lower loss is needed to pick a weaker penalty.
             if best
                 .as_ref()
@@ -84,6 +101,14 @@ impl CrossValidation<'_> {
         })?;
         Ok((scores, chosen, params))
     }
+}
+
+/// One fold's fit at one penalty, with its (summed log-loss, correct count) on the held-out
+/// fold and on its own training rows.
+struct FoldFit {
+    fit: logistic::Fit,
+    held_out: (f64, usize),
+    trained: (f64, usize),
 }
 
 /// The element-wise mean of the folds' parameters: a start for the final fit close to its

@@ -6,18 +6,20 @@ mod dataset;
 mod feature_cache;
 mod feed;
 mod lease;
+mod misclassified;
+pub mod promotion;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
-use vision::{BUNDLED_MODEL, Backbone, TrainedBundle};
+use vision::{BUNDLED_MODEL, Backbone, FeatureSet, TrainedBundle};
 
 use crate::clock::now_rfc3339;
 use crate::config::Config;
 use crate::documents::{
-    Checkpoint, CurrentModel, JobResult, JobSpec, JobStatus, ModelInfo, TrainingSummary,
+    Checkpoint, JobResult, JobSpec, JobStatus, MISCLASSIFIED_FILE, ModelInfo, TrainingSummary,
 };
 use crate::error::{PipelineError, Result};
 use crate::launcher::{TrainerEvent, TrainerLauncher};
@@ -114,8 +116,16 @@ pub struct Trainer {
 }
 
 enum Progress {
-    Complete(Box<TrainedBundle>),
+    Complete(Box<Trained>),
     OutOfTime { done: usize, total: usize },
+}
+
+/// A finished training run with what it was trained on: the champion is scored on the same
+/// features.
+struct Trained {
+    bundle: TrainedBundle,
+    set: FeatureSet,
+    backbone: Arc<Backbone>,
 }
 
 impl Trainer {
@@ -195,9 +205,9 @@ impl Trainer {
             )
         };
         match self.run(job_id, &spec, deadline).await {
-            Ok(Progress::Complete(bundle)) => {
+            Ok(Progress::Complete(trained)) => {
                 let result = self
-                    .publish(job_id, &spec, &bundle, event.continuation, elapsed())
+                    .publish(job_id, &spec, &trained, event.continuation, elapsed())
                     .await?;
                 Ok(TrainerOutcome::Finished(Box::new(result)))
             }
@@ -298,7 +308,7 @@ impl Trainer {
         let config = spec.train_config();
         let extraction_ms = extraction.as_secs_f64() * 1000.0;
         let progress = self.options.progress.clone();
-        let bundle = tokio::task::spawn_blocking(move || {
+        let trained = tokio::task::spawn_blocking(move || {
             let mut scored = 0;
             vision::train_bundle(
                 &backbone,
@@ -317,9 +327,14 @@ impl Trainer {
                     }
                 },
             )
+            .map(|bundle| Trained {
+                bundle,
+                set,
+                backbone,
+            })
         })
         .await??;
-        Ok(Progress::Complete(Box::new(bundle)))
+        Ok(Progress::Complete(Box::new(trained)))
     }
 
     /// The spec pinned when the job was accepted; a trainer invoked directly (no upload
@@ -358,16 +373,18 @@ impl Trainer {
         }
     }
 
-    /// Writes the model files, then the result, then points classification at the new model.
+    /// Writes the model files, decides whether the model serves (champion vs challenger), then
+    /// writes the result, which triggers the email.
     async fn publish(
         &self,
         job_id: &str,
         spec: &JobSpec,
-        bundle: &TrainedBundle,
+        trained: &Trained,
         continuations: u32,
         duration: Duration,
     ) -> Result<JobResult> {
         let bucket = &self.config.results_bucket;
+        let bundle = &trained.bundle;
         let files = [
             (
                 vision::bundle::ONNX_FILE,
@@ -384,6 +401,11 @@ impl Trainer {
                 &bundle.metrics_json,
                 JSON_CONTENT_TYPE,
             ),
+            (
+                vision::bundle::EVALUATION_FILE,
+                &bundle.evaluation_jsonl,
+                "application/x-ndjson",
+            ),
         ];
         for (name, bytes, content_type) in files {
             let key = layout::model_file_key(job_id, name);
@@ -391,6 +413,25 @@ impl Trainer {
                 .put(bucket, &key, bytes.clone(), content_type)
                 .await?;
         }
+        misclassified::write(
+            &self.store,
+            &self.config.input_bucket,
+            bucket,
+            job_id,
+            &bundle.evaluated,
+        )
+        .await?;
+        let promotion = promotion::promote(
+            &self.store,
+            bucket,
+            job_id,
+            spec.promote,
+            (bundle, &trained.set, &trained.backbone),
+        )
+        .await?;
+        info!(job_id, promoted = promotion.promoted, reason = %promotion.reason, "promotion decided");
+        let mut files: Vec<String> = files.iter().map(|(name, ..)| (*name).to_owned()).collect();
+        files.push(MISCLASSIFIED_FILE.to_owned());
         let result = JobResult {
             job_id: job_id.to_owned(),
             status: JobStatus::Succeeded,
@@ -399,9 +440,10 @@ impl Trainer {
             error: None,
             model: Some(ModelInfo {
                 prefix: layout::model_prefix(job_id),
-                files: files.iter().map(|(name, ..)| (*name).to_owned()).collect(),
+                files,
             }),
             summary: Some(summary(bundle, duration)),
+            promotion: Some(promotion),
             continuations,
             finished_at: now_rfc3339(),
         };
@@ -413,14 +455,6 @@ impl Trainer {
             metrics::histogram!(observe::VALIDATION_ACCURACY)
                 .record(summary.validation_accuracy * 100.0);
         }
-        let current = CurrentModel {
-            model_id: job_id.to_owned(),
-            head_key: layout::model_file_key(job_id, vision::bundle::HEAD_FILE),
-            updated_at: now_rfc3339(),
-        };
-        self.store
-            .put_json(bucket, layout::CURRENT_MODEL_KEY, &current)
-            .await?;
         let _ = self
             .store
             .delete(bucket, &layout::checkpoint_key(job_id))

@@ -1,0 +1,97 @@
+//! The report's gallery of mistakes: thumbnails of up to [`MAX_SHOWN`] misclassified held-out
+//! images (the most confident mistakes first), made by the trainer, which may read the dataset,
+//! so the notifier reads only the results bucket. A thumbnail that cannot be made is left out;
+//! it never fails the job.
+
+use futures::StreamExt;
+use image::ImageEncoder;
+use image::codecs::jpeg::JpegEncoder;
+use tracing::warn;
+use vision::{DecodeLimits, EvaluatedImage};
+
+use crate::documents::{MISCLASSIFIED_FILE, Misclassified};
+use crate::error::Result;
+use crate::layout;
+use crate::store::S3Store;
+
+/// Most misclassified images shown in a report.
+pub const MAX_SHOWN: usize = 12;
+/// Longest side of a thumbnail, in pixels.
+pub const THUMBNAIL_SIDE: u32 = 120;
+
+/// The mistakes to show: wrong predictions, most confident first (then by key, so the choice
+/// is stable).
+pub fn worst_mistakes(evaluated: &[EvaluatedImage]) -> Vec<&EvaluatedImage> {
+    let mut wrong: Vec<&EvaluatedImage> = evaluated.iter().filter(|e| !e.is_correct()).collect();
+    wrong.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.key.cmp(&b.key)));
+    wrong.truncate(MAX_SHOWN);
+    wrong
+}
+
+/// Reads each shown mistake from the input bucket, writes its thumbnail and then the list.
+pub(super) async fn write(
+    store: &S3Store,
+    input_bucket: &str,
+    results_bucket: &str,
+    job_id: &str,
+    evaluated: &[EvaluatedImage],
+) -> Result<()> {
+    let shown = worst_mistakes(evaluated);
+    let keys: Vec<String> = shown.iter().map(|e| e.key.clone()).collect();
+    let mut fetched = std::pin::pin!(store.get_many(input_bucket, keys, 4));
+    let mut listed = Vec::with_capacity(shown.len());
+    for (index, image) in shown.into_iter().enumerate() {
+        let Some((_, object)) = fetched.next().await else {
+            break;
+        };
+        let object = match object {
+            Ok(object) => object,
+            Err(error) if error.is_transient() => return Err(error),
+            Err(error) => {
+                warn!(key = %image.key, %error, "no thumbnail for a misclassified image");
+                continue;
+            }
+        };
+        let thumbnail = match tokio::task::spawn_blocking(move || thumbnail(&object.bytes)).await {
+            Ok(Some(jpeg)) => jpeg,
+            _ => {
+                warn!(key = %image.key, "no thumbnail: the image does not decode");
+                continue;
+            }
+        };
+        let thumbnail_key =
+            layout::model_file_key(job_id, &format!("misclassified/{index:02}.jpg"));
+        store
+            .put(results_bucket, &thumbnail_key, thumbnail, "image/jpeg")
+            .await?;
+        listed.push(Misclassified {
+            image: image.clone(),
+            thumbnail_key,
+        });
+    }
+    let key = layout::model_file_key(job_id, MISCLASSIFIED_FILE);
+    store.put_json(results_bucket, &key, &listed).await
+}
+
+/// A JPEG at most [`THUMBNAIL_SIDE`] on its longer side, or `None` for an image that does not
+/// decode within the default limits.
+pub fn thumbnail(bytes: &[u8]) -> Option<Vec<u8>> {
+    let decoded = vision::decode(bytes, &DecodeLimits::default(), THUMBNAIL_SIDE).ok()?;
+    let (width, height) = fit(decoded.pixels.width(), decoded.pixels.height());
+    let small = image::imageops::thumbnail(&decoded.pixels, width, height);
+    let mut jpeg = Vec::new();
+    JpegEncoder::new_with_quality(&mut jpeg, 80)
+        .write_image(&small, width, height, image::ExtendedColorType::Rgb8)
+        .ok()?;
+    Some(jpeg)
+}
+
+/// The size of a `width` × `height` image scaled to fit a [`THUMBNAIL_SIDE`] square.
+fn fit(width: u32, height: u32) -> (u32, u32) {
+    let longer = width.max(height).max(1);
+    let scale = f64::from(THUMBNAIL_SIDE.min(longer)) / f64::from(longer);
+    (
+        ((f64::from(width) * scale).round() as u32).max(1),
+        ((f64::from(height) * scale).round() as u32).max(1),
+    )
+}
