@@ -7,6 +7,7 @@
 mod classify;
 mod dataset;
 mod demo;
+mod models;
 mod train;
 
 use std::path::PathBuf;
@@ -56,6 +57,12 @@ enum Command {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// The trained models in a stack's results bucket: list them, promote one, roll back.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+    /// The review queue: predictions whose top label is below its confidence threshold.
+    #[command(subcommand)]
+    Review(models::ReviewCommand),
     /// Extract backbone features of a labelled folder to FILE.npy (float32, N×1280) and
     /// FILE.json (labels, targets, keys, skipped files), e.g. to compare other classifiers.
     Features {
@@ -88,6 +95,8 @@ fn main() -> ExitCode {
         Command::Train(args) => train::train(&args),
         Command::Eval { model, data } => train::eval(&model, &data.data, data.workers),
         Command::Features { data, out } => train::features(&data.data, data.workers, &out),
+        Command::Models(command) => models::models(&command),
+        Command::Review(command) => models::review(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

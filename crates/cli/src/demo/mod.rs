@@ -22,8 +22,13 @@ use lambdas::{Lambdas, Telemetry};
 use progress::{TrainingBars, say};
 use summary::Summary;
 
+pub(crate) use setup::sdk_config;
+
 /// The dataset name the demo trains on.
 const DATASET: &str = "digits";
+/// The weaker challenger's dataset: the first [`WEAK_IMAGES_PER_LABEL`] images of each digit.
+const WEAK_DATASET: &str = "digits-small";
+const WEAK_IMAGES_PER_LABEL: usize = 4;
 /// Lambda's own limit on one invocation.
 const LAMBDA_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Lambda retries a failed asynchronous invocation twice.
@@ -125,14 +130,39 @@ async fn demo(args: &DemoArgs) -> Result<()> {
     setup::upload(&ui, &store, &args.input_bucket, uploads).await?;
     lambdas.pump().await;
 
-    // 2. New digits, classified by the model just trained.
+    // 2. A deliberately weaker challenger: two training images per digit. Scored against the
+    //    serving model on its held-out images, it is not promoted.
+    let weak_job_id = format!("{job_id}-small");
+    let weak_spec = serde_json::json!({
+        "dataset": WEAK_DATASET,
+        "notify": [args.notify],
+        "validation_split": 0.5,
+        "min_images_per_class": 2,
+    });
+    let mut weak_uploads = weak_subset(&setup::demo_files(
+        "dataset",
+        &layout::dataset_prefix(WEAK_DATASET),
+    )?);
+    weak_uploads.push((
+        layout::job_spec_key(&weak_job_id),
+        serde_json::to_vec_pretty(&weak_spec)?,
+    ));
+    setup::upload(&ui, &store, &args.input_bucket, weak_uploads).await?;
+    lambdas.pump().await;
+
+    // 3. New digits, classified by the serving model.
     let new_images = setup::demo_files("new-images", &format!("{IMAGES_PREFIX}digits/"))?;
     setup::upload(&ui, &store, &args.input_bucket, new_images).await?;
     lambdas.pump().await;
     bars.finish();
 
+    // 4. The registry as `lambda-vision models` shows it: promote the weak model by hand,
+    //    then roll back to the one it replaced.
+    registry_tour(&store, &args.results_bucket, &weak_job_id).await?;
+
     let summary = Summary {
         job_id: &job_id,
+        weak_job_id: &weak_job_id,
         workdir: &workdir,
         local: local_server.is_some(),
         results_bucket: &args.results_bucket,
@@ -146,6 +176,40 @@ async fn demo(args: &DemoArgs) -> Result<()> {
             logs.display()
         );
     }
+    Ok(())
+}
+
+/// The first [`WEAK_IMAGES_PER_LABEL`] files of each label folder of `files` (sorted by key).
+fn weak_subset(files: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
+    let mut kept: Vec<(String, Vec<u8>)> = Vec::new();
+    for (key, bytes) in files {
+        let folder = key.rsplit_once('/').map_or("", |(folder, _)| folder);
+        let taken = kept
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{folder}/")))
+            .count();
+        if taken < WEAK_IMAGES_PER_LABEL {
+            kept.push((key.clone(), bytes.clone()));
+        }
+    }
+    kept
+}
+
+/// `models list`, `models promote <weak>`, `models rollback`, `models list`, as the CLI runs
+/// them.
+async fn registry_tour(store: &S3Store, bucket: &str, weak_job_id: &str) -> Result<()> {
+    let registry = pipeline::registry::Registry::new(store, bucket);
+    println!();
+    println!("$ lambda-vision models list");
+    crate::models::print_versions(store, bucket).await?;
+    println!("$ lambda-vision models promote {weak_job_id}");
+    let promoted = registry
+        .promote(weak_job_id, vision::BUNDLED_MODEL_SHA256)
+        .await?;
+    println!("serving {}", promoted.model_id);
+    println!("$ lambda-vision models rollback");
+    let rolled_back = registry.rollback(vision::BUNDLED_MODEL_SHA256).await?;
+    println!("rolled back: serving {}", rolled_back.model_id);
     Ok(())
 }
 

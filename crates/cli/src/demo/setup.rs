@@ -135,29 +135,31 @@ pub(super) fn init_logging(path: &Path) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
-/// The SDK's settings: local-s3's own when it runs in-process, else the usual chain (and any
-/// `--endpoint-url`). Five attempts either way, so a slow moment does not fail the demo.
+/// The SDK's settings: local-s3's own when it runs in-process, else [`sdk_config`]'s.
 pub(super) async fn aws_config(
     args: &DemoArgs,
     local_server: Option<&local_s3::LocalS3>,
 ) -> aws_config::SdkConfig {
-    let loader = match local_server {
-        Some(server) => server.sdk_config_builder(),
-        None => {
-            let region = aws_config::meta::region::RegionProviderChain::default_provider()
-                .or_else(aws_config::Region::new("us-east-1"));
-            let mut loader =
-                aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region);
-            if let Some(endpoint) = &args.endpoint_url {
-                loader = loader.endpoint_url(endpoint);
-            }
-            loader
-        }
-    };
-    loader
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
-        .load()
-        .await
+    match local_server {
+        Some(server) => with_retries(server.sdk_config_builder()).load().await,
+        None => sdk_config(args.endpoint_url.as_deref()).await,
+    }
+}
+
+/// The SDK's usual chain (credentials, region, defaulting to us-east-1) with `endpoint` if
+/// given. Five attempts, so a slow moment does not fail a command.
+pub(crate) async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
+    let region = aws_config::meta::region::RegionProviderChain::default_provider()
+        .or_else(aws_config::Region::new("us-east-1"));
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region);
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    with_retries(loader).load().await
+}
+
+fn with_retries(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
+    loader.retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
 }
 
 pub(super) async fn ensure_bucket(store: &S3Store, bucket: &str) -> Result<()> {

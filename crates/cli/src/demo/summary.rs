@@ -10,6 +10,7 @@ use pipeline::{S3Store, layout};
 /// The closing screen: what the job learnt and where everything is.
 pub(super) struct Summary<'a> {
     pub(super) job_id: &'a str,
+    pub(super) weak_job_id: &'a str,
     pub(super) workdir: &'a Path,
     pub(super) local: bool,
     pub(super) results_bucket: &'a str,
@@ -43,6 +44,15 @@ impl Summary<'_> {
                 result.error.as_ref().map_or("", |e| e.message.as_str())
             ),
         }
+        let weak = store
+            .get_json::<JobResult>(bucket, &layout::result_key(self.weak_job_id))
+            .await?
+            .document;
+        match (&weak.promotion, &weak.error) {
+            (Some(promotion), _) => println!("job {}: {}", self.weak_job_id, promotion.reason),
+            (None, Some(error)) => println!("job {}: FAILED: {}", self.weak_job_id, error.message),
+            (None, None) => println!("job {}: no promotion decision", self.weak_job_id),
+        }
         let predictions = store.list(bucket, layout::PREDICTIONS_PREFIX).await?;
         println!("predictions ({}):", predictions.len());
         for listed in &predictions {
@@ -58,6 +68,20 @@ impl Summary<'_> {
             println!(
                 "  {:<34} {:<28} model {}",
                 document.source_key, verdict, document.model_id
+            );
+        }
+        let review = crate::models::review_queue(store, bucket).await?;
+        println!(
+            "review queue ({}; `lambda-vision review list`), least confident first:",
+            review.len()
+        );
+        for entry in review.iter().take(10) {
+            println!(
+                "  {:<34} {:<12} {:.0} % < threshold {:.0} %",
+                entry.source_key,
+                entry.top.first().map_or("", |p| p.label.as_str()),
+                100.0 * entry.top_score(),
+                100.0 * entry.threshold
             );
         }
         println!("files:");

@@ -10,17 +10,20 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use tracing::warn;
 
 use crate::clock::now_rfc3339;
 use crate::config::Config;
-use crate::documents::{JobResult, JobStatus, NotificationRecord, NotificationState};
+use crate::documents::{
+    JobResult, JobStatus, MISCLASSIFIED_FILE, Misclassified, NotificationRecord, NotificationState,
+};
 use crate::error::{PipelineError, Result};
 use crate::event::S3Event;
 use crate::layout;
 use crate::mailer::{Mailer, OutgoingEmail};
 use crate::observe;
-use crate::report::{build_message, render};
+use crate::report::{Thumbnail, build_message, render};
 use crate::store::S3Store;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,7 +239,12 @@ impl Notifier {
                 .and_then(|stored| stored.document),
             _ => None,
         };
-        let report = render(result, metrics.as_ref());
+        let mistakes = if metrics.is_some() {
+            self.mistakes(job_id).await?
+        } else {
+            Vec::new()
+        };
+        let report = render(result, metrics.as_ref(), &mistakes);
         let raw = build_message(&report, &sender, recipients)?;
         Ok(OutgoingEmail {
             job_id: job_id.to_owned(),
@@ -244,6 +252,35 @@ impl Notifier {
             to: recipients.to_vec(),
             raw,
         })
+    }
+}
+
+impl Notifier {
+    /// The thumbnails the trainer made of the model's misclassified held-out images; any that
+    /// cannot be read are left out of the report (it is sent regardless).
+    async fn mistakes(&self, job_id: &str) -> Result<Vec<Thumbnail>> {
+        let bucket = &self.config.results_bucket;
+        let listed = self
+            .store
+            .get_json_lenient::<Vec<Misclassified>>(
+                bucket,
+                &layout::model_file_key(job_id, MISCLASSIFIED_FILE),
+            )
+            .await?
+            .and_then(|stored| stored.document)
+            .unwrap_or_default();
+        let keys = listed.iter().map(|m| m.thumbnail_key.clone()).collect();
+        let fetched: Vec<_> = self.store.get_many(bucket, keys, 4).collect().await;
+        Ok(listed
+            .into_iter()
+            .zip(fetched)
+            .filter_map(|(mistake, (_, object))| {
+                object.ok().map(|object| Thumbnail {
+                    image: mistake.image,
+                    jpeg: object.bytes,
+                })
+            })
+            .collect())
     }
 }
 

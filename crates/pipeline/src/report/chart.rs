@@ -1,129 +1,248 @@
-//! The report's inline chart: the penalty search on the left (cross-validated log-loss and
-//! accuracy for each penalty, weakest penalty on the right), the confusion matrix on the right.
-//! Drawn directly with the `image` crate: plotters would need system fonts for its axes, and
-//! the email carries the numbers as text anyway.
+//! The report's charts, drawn with plotters into PNGs: the training and validation curves of
+//! the penalty search (log-loss and accuracy against the L2 penalty, the chosen one marked),
+//! and the confusion matrix with label names and counts. Text uses DejaVu Sans compiled into
+//! the binary: Lambda has no system fonts.
 
-use image::{Rgb, RgbImage};
+use std::sync::Once;
+
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
 use vision::Metrics;
 
-const WIDTH: u32 = 720;
-const HEIGHT: u32 = 300;
-const PAD: u32 = 20;
-const CHOSEN: Rgb<u8> = Rgb([31, 119, 180]);
-const VALIDATION: Rgb<u8> = Rgb([255, 127, 14]);
-const ACCURACY: Rgb<u8> = Rgb([44, 160, 44]);
-const AXIS: Rgb<u8> = Rgb([120, 120, 120]);
+/// The font family every chart uses (registered once per process).
+const FONT: &str = "sans-serif";
+const TRAINING: RGBColor = RGBColor(31, 119, 180);
+const VALIDATION: RGBColor = RGBColor(255, 127, 14);
+const CHOSEN: RGBColor = RGBColor(120, 120, 120);
+/// Longest label shown in full on a chart; longer ones are cut with "…".
+const LABEL_CHARS: usize = 14;
 
-/// A PNG of the penalty search and the confusion matrix.
-pub fn render_png(metrics: &Metrics) -> Vec<u8> {
-    let mut image = RgbImage::from_pixel(WIDTH, HEIGHT, Rgb([255, 255, 255]));
-    let plot = (PAD, PAD, WIDTH / 2 - 2 * PAD, HEIGHT - 2 * PAD);
-    draw_axes(&mut image, plot);
-    // `penalty_search` is strongest first, so the weakest penalty lands on the right, like a
-    // training curve: fit grows left to right.
-    let search = &metrics.penalty_search;
-    let max_loss = search
+fn register_fonts() {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        // The bytes are a valid TrueType font (the dejavu crate's); a failure would only
+        // mean charts without text.
+        let _ = register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
+    });
+}
+
+/// A PNG of the training and validation curves of the penalty search: cross-validated
+/// log-loss and accuracy (held-out folds) beside the same on the folds' own training images.
+pub fn curves_png(metrics: &Metrics) -> Option<Vec<u8>> {
+    register_fonts();
+    let (width, height) = (760u32, 300u32);
+    let mut pixels = vec![0u8; (width * height * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        root.fill(&WHITE).ok()?;
+        let (left, right) = root.split_horizontally(width / 2);
+        let mut search = metrics.penalty_search.clone();
+        search.sort_by(|a, b| a.penalty.total_cmp(&b.penalty));
+        let loss = |s: &vision::PenaltyScore| (s.train_log_loss, s.cv_log_loss);
+        let accuracy = |s: &vision::PenaltyScore| (s.train_accuracy, s.cv_accuracy);
+        curve_panel(
+            &left,
+            &search,
+            metrics.chosen_penalty.penalty,
+            "Log-loss (lower is better)",
+            loss,
+        )?;
+        curve_panel(
+            &right,
+            &search,
+            metrics.chosen_penalty.penalty,
+            "Accuracy",
+            accuracy,
+        )?;
+        root.present().ok()?;
+    }
+    encode_png(pixels, width, height)
+}
+
+/// One panel of [`curves_png`]: `values` gives (training, validation) for each penalty.
+fn curve_panel(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    search: &[vision::PenaltyScore],
+    chosen: f64,
+    title: &str,
+    values: impl Fn(&vision::PenaltyScore) -> (f64, f64),
+) -> Option<()> {
+    let first = search.first()?.penalty;
+    let last = search.last()?.penalty;
+    let (low, high) = if first < last {
+        (first / 2.0, last * 2.0)
+    } else {
+        (first / 10.0, first * 10.0)
+    };
+    let top = search
         .iter()
-        .map(|s| s.cv_log_loss as f32)
-        .fold(f32::EPSILON, f32::max);
-    let series: [(Rgb<u8>, Vec<f32>, f32); 2] = [
-        (
-            VALIDATION,
-            search.iter().map(|s| s.cv_log_loss as f32).collect(),
-            max_loss,
-        ),
-        (
-            ACCURACY,
-            search.iter().map(|s| s.cv_accuracy as f32).collect(),
-            1.0,
-        ),
-    ];
-    let x_of = |i: usize| plot.0 + (i as u32 * plot.2) / (search.len().max(2) as u32 - 1);
-    for (colour, values, max) in series {
-        let points: Vec<(i64, i64)> = values
+        .map(|s| {
+            let (t, v) = values(s);
+            t.max(v)
+        })
+        .fold(0.0f64, f64::max)
+        .max(1e-6)
+        * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 16))
+        .margin(8)
+        .x_label_area_size(38)
+        .y_label_area_size(48)
+        .build_cartesian_2d((low..high).log_scale(), 0.0..top)
+        .ok()?;
+    chart
+        .configure_mesh()
+        .x_desc("L2 penalty (log scale)")
+        .x_label_formatter(&|v| format!("{v:.0e}"))
+        .y_label_formatter(&|v| format!("{v:.2}"))
+        .label_style((FONT, 12))
+        .axis_desc_style((FONT, 13))
+        .light_line_style(WHITE)
+        .draw()
+        .ok()?;
+    for (name, colour, pick) in [
+        ("training folds", TRAINING, 0usize),
+        ("validation folds", VALIDATION, 1),
+    ] {
+        let points: Vec<(f64, f64)> = search
             .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let y = plot.1 + plot.3 - ((v / max).clamp(0.0, 1.0) * plot.3 as f32) as u32;
-                (i64::from(x_of(i)), i64::from(y))
+            .map(|s| {
+                let (t, v) = values(s);
+                (s.penalty, if pick == 0 { t } else { v })
             })
             .collect();
-        for pair in points.windows(2) {
-            draw_line(&mut image, pair[0], pair[1], colour);
-        }
+        chart
+            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+            .ok()?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+            });
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, colour.filled())),
+            )
+            .ok()?;
     }
-    // A vertical marker at the chosen penalty.
-    if let Some(chosen) = search
-        .iter()
-        .position(|s| s.penalty == metrics.chosen_penalty.penalty)
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            vec![(chosen, 0.0), (chosen, top)],
+            CHOSEN.stroke_width(1),
+        )))
+        .ok()?
+        .label("chosen penalty")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], CHOSEN.stroke_width(1)));
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 12))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .ok()?;
+    Some(())
+}
+
+/// A PNG of the confusion matrix: true labels down the left, predictions along the bottom,
+/// each cell with its count and shaded by the share of its row.
+pub fn confusion_png(metrics: &Metrics) -> Option<Vec<u8>> {
+    register_fonts();
+    let evaluation = &metrics.evaluation;
+    let classes = evaluation.labels.len();
+    if classes == 0 {
+        return None;
+    }
+    let cell = (360 / classes as u32).clamp(14, 60);
+    let (left_margin, bottom_margin) = (130u32, 110u32);
+    let width = left_margin + cell * classes as u32 + 20;
+    let height = 40 + cell * classes as u32 + bottom_margin;
+    let mut pixels = vec![0u8; (width * height * 3) as usize];
     {
-        let x = i64::from(x_of(chosen));
-        draw_line(
-            &mut image,
-            (x, i64::from(plot.1)),
-            (x, i64::from(plot.1 + plot.3)),
-            CHOSEN,
-        );
-    }
-
-    let confusion = &metrics.evaluation.confusion;
-    let classes = confusion.len().max(1) as u32;
-    let side = (HEIGHT - 2 * PAD).min(WIDTH / 2 - 2 * PAD);
-    let cell = (side / classes).max(1);
-    let origin = (WIDTH / 2 + PAD, PAD);
-    for (t, row) in confusion.iter().enumerate() {
-        let total: usize = row.iter().sum::<usize>().max(1);
-        for (p, count) in row.iter().enumerate() {
-            let shade = 255 - (200.0 * *count as f32 / total as f32) as u8;
-            let colour = Rgb([shade, shade, 255]);
-            for y in 0..cell.saturating_sub(1) {
-                for x in 0..cell.saturating_sub(1) {
-                    image.put_pixel(
-                        origin.0 + p as u32 * cell + x,
-                        origin.1 + t as u32 * cell + y,
-                        colour,
-                    );
-                }
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
+        root.fill(&WHITE).ok()?;
+        let title = format!("Confusion matrix ({} images)", total(&evaluation.confusion));
+        root.draw(&Text::new(title, (10, 10), (FONT, 15).into_font()))
+            .ok()?;
+        let font_size = f64::from(cell.clamp(10, 14));
+        let origin = (left_margin as i32, 40i32);
+        let side = cell as i32;
+        for (t, row) in evaluation.confusion.iter().enumerate() {
+            let row_total = row.iter().sum::<usize>().max(1);
+            for (p, count) in row.iter().enumerate() {
+                let share = *count as f64 / row_total as f64;
+                let shade = (255.0 - 200.0 * share) as u8;
+                let colour = if t == p {
+                    RGBColor(shade, 255 - (55.0 * share) as u8, shade)
+                } else {
+                    RGBColor(255, shade, shade)
+                };
+                let x = origin.0 + p as i32 * side;
+                let y = origin.1 + t as i32 * side;
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + side, y + side)],
+                    colour.filled(),
+                ))
+                .ok()?;
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + side, y + side)],
+                    BLACK.mix(0.2),
+                ))
+                .ok()?;
+                let text = count.to_string();
+                let style = TextStyle::from((FONT, font_size).into_font()).pos(
+                    plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Center,
+                        plotters::style::text_anchor::VPos::Center,
+                    ),
+                );
+                root.draw(&Text::new(text, (x + side / 2, y + side / 2), style))
+                    .ok()?;
             }
         }
+        let label_style = TextStyle::from((FONT, 12).into_font());
+        for (i, label) in evaluation.labels.iter().enumerate() {
+            let y = origin.1 + i as i32 * side + side / 2 - 6;
+            root.draw(&Text::new(short(label), (8, y), label_style.clone()))
+                .ok()?;
+            let x = origin.0 + i as i32 * side + side / 2 - 6;
+            let bottom = origin.1 + classes as i32 * side + 6;
+            let rotated = label_style.transform(FontTransform::Rotate90);
+            root.draw(&Text::new(short(label), (x, bottom), rotated))
+                .ok()?;
+        }
+        let grey = BLACK.mix(0.7);
+        let axis = TextStyle::from((FONT, 13).into_font()).color(&grey);
+        root.draw(&Text::new("true label ↓", (8, 24), axis.clone()))
+            .ok()?;
+        root.draw(&Text::new(
+            "predicted label →",
+            (left_margin as i32, height as i32 - 18),
+            axis,
+        ))
+        .ok()?;
+        root.present().ok()?;
     }
+    encode_png(pixels, width, height)
+}
+
+fn total(confusion: &[Vec<usize>]) -> usize {
+    confusion.iter().flatten().sum()
+}
+
+fn short(label: &str) -> String {
+    if label.chars().count() <= LABEL_CHARS {
+        label.to_owned()
+    } else {
+        let cut: String = label.chars().take(LABEL_CHARS - 1).collect();
+        format!("{cut}…")
+    }
+}
+
+fn encode_png(pixels: Vec<u8>, width: u32, height: u32) -> Option<Vec<u8>> {
+    let image = image::RgbImage::from_raw(width, height, pixels)?;
     let mut png = std::io::Cursor::new(Vec::new());
-    // Encoding an in-memory RGB image to PNG cannot fail for these sizes.
-    let _ = image.write_to(&mut png, image::ImageFormat::Png);
-    png.into_inner()
-}
-
-fn draw_axes(image: &mut RgbImage, (x, y, w, h): (u32, u32, u32, u32)) {
-    for i in 0..=w {
-        image.put_pixel(x + i, y + h, AXIS);
-    }
-    for j in 0..=h {
-        image.put_pixel(x, y + j, AXIS);
-    }
-}
-
-fn draw_line(image: &mut RgbImage, (x0, y0): (i64, i64), (x1, y1): (i64, i64), colour: Rgb<u8>) {
-    let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-    let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-    let (mut x, mut y, mut error) = (x0, y0, dx + dy);
-    loop {
-        for (ox, oy) in [(0, 0), (0, 1), (1, 0)] {
-            let (px, py) = (x + ox, y + oy);
-            if px >= 0 && py >= 0 && (px as u32) < image.width() && (py as u32) < image.height() {
-                image.put_pixel(px as u32, py as u32, colour);
-            }
-        }
-        if x == x1 && y == y1 {
-            break;
-        }
-        let doubled = 2 * error;
-        if doubled >= dy {
-            error += dy;
-            x += sx;
-        }
-        if doubled <= dx {
-            error += dx;
-            y += sy;
-        }
-    }
+    image.write_to(&mut png, image::ImageFormat::Png).ok()?;
+    Some(png.into_inner())
 }

@@ -9,7 +9,7 @@ use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, Mailboxes, MultiPart, SinglePart};
 use vision::Metrics;
 
-use crate::documents::{JobResult, JobStatus, TrainingSummary};
+use crate::documents::{JobResult, JobStatus, PromotePolicy, Promotion, TrainingSummary};
 use crate::error::{PipelineError, Result};
 
 /// A rendered report, ready to send.
@@ -18,7 +18,23 @@ pub struct Report {
     pub subject: String,
     pub text: String,
     pub html: String,
-    pub chart_png: Option<Vec<u8>>,
+    /// Images the HTML shows inline (`<img src="cid:…">`): the charts and the thumbnails.
+    pub images: Vec<InlineImage>,
+}
+
+/// One image attached inline and referred to from the HTML by its content id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InlineImage {
+    pub content_id: String,
+    pub content_type: &'static str,
+    pub bytes: Vec<u8>,
+}
+
+/// A misclassified held-out image with its thumbnail, for the report's gallery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thumbnail {
+    pub image: vision::EvaluatedImage,
+    pub jpeg: Vec<u8>,
 }
 
 /// Removes what could break a header or a line: control characters (CR, LF, NUL, …) become
@@ -50,8 +66,9 @@ fn percent(value: f64) -> String {
     format!("{:.1} %", 100.0 * value)
 }
 
-/// Renders the report of `result` (with `metrics` for a successful job).
-pub fn render(result: &JobResult, metrics: Option<&Metrics>) -> Report {
+/// Renders the report of `result` (with `metrics` and the thumbnails of misclassified
+/// held-out images for a successful job).
+pub fn render(result: &JobResult, metrics: Option<&Metrics>, mistakes: &[Thumbnail]) -> Report {
     let job = &result.job_id;
     let accuracy = result.summary.as_ref().map(|s| s.validation_accuracy);
     let subject = sanitize_header(
@@ -66,6 +83,7 @@ pub fn render(result: &JobResult, metrics: Option<&Metrics>) -> Report {
         200,
     );
     let mut body = Body {
+        images: Vec::new(),
         text: format!("Training job {job}: {}\n", status_word(result.status)),
         html: format!(
             "<!doctype html><html><body style=\"font-family:sans-serif\"><h2>Training job {}: {}</h2>",
@@ -91,12 +109,16 @@ pub fn render(result: &JobResult, metrics: Option<&Metrics>) -> Report {
             escape_html(&error.message)
         ));
     }
+    if let Some(promotion) = &result.promotion {
+        body.promotion(promotion);
+    }
     if let Some(summary) = &result.summary {
         body.summary(summary, result.continuations);
     }
     if let Some(metrics) = metrics {
         body.per_label(metrics);
-        body.html.push_str("<h3>Penalty search and confusion matrix</h3><p><img src=\"cid:chart\" alt=\"penalty search (left: cross-validated log-loss in orange and accuracy in green, strongest L2 penalty on the left, the chosen penalty marked in blue) and confusion matrix (right: rows are true labels, columns predictions, darker is more)\"></p>");
+        body.charts(metrics);
+        body.mistakes(mistakes);
         body.skipped(metrics);
     }
     if let Some(model) = &result.model {
@@ -112,17 +134,124 @@ pub fn render(result: &JobResult, metrics: Option<&Metrics>) -> Report {
         subject,
         text: body.text,
         html: body.html,
-        chart_png: metrics.map(chart::render_png),
+        images: body.images,
     }
 }
 
-/// The two parts of the report, written section by section side by side.
+/// The two parts of the report, written section by section side by side, and the images the
+/// HTML part shows.
 struct Body {
     text: String,
     html: String,
+    images: Vec<InlineImage>,
 }
 
 impl Body {
+    /// Champion vs challenger: the two scores side by side, the decision, what serves now.
+    fn promotion(&mut self, promotion: &Promotion) {
+        let verdict = if promotion.promoted {
+            "promoted"
+        } else {
+            "not promoted"
+        };
+        self.text.push_str(&format!(
+            "\nModel {verdict}: {}\nServing now: {}\n",
+            promotion.reason, promotion.serving
+        ));
+        self.html.push_str(&format!(
+            "<h3>Champion vs challenger: {verdict}</h3><table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\"><tr><th></th><th>model</th><th>accuracy</th><th>macro-F1</th></tr>"
+        ));
+        let rows = [
+            ("challenger (this job)", Some(&promotion.challenger)),
+            ("champion (serving before)", promotion.champion.as_ref()),
+        ];
+        for (role, score) in rows {
+            let Some(score) = score else { continue };
+            self.text.push_str(&format!(
+                "  {role}: {} accuracy {} macro-F1 {:.3}\n",
+                score.model_id,
+                percent(score.accuracy),
+                score.macro_f1
+            ));
+            self.html.push_str(&format!(
+                "<tr><th align=\"left\">{role}</th><td><code>{}</code></td><td>{}</td><td>{:.3}</td></tr>",
+                escape_html(&score.model_id),
+                percent(score.accuracy),
+                score.macro_f1
+            ));
+        }
+        self.html.push_str(&format!(
+            "</table><p>{} (policy <code>{}</code>, {} held-out images). Serving now: <code>{}</code>.</p>",
+            escape_html(&promotion.reason),
+            policy_name(promotion.policy),
+            promotion.compared_on,
+            escape_html(&promotion.serving)
+        ));
+    }
+
+    /// The training curves and the confusion matrix, as inline PNGs.
+    fn charts(&mut self, metrics: &Metrics) {
+        if let Some(png) = chart::curves_png(metrics) {
+            self.html.push_str("<h3>Training and validation curves</h3><p><img src=\"cid:curves\" alt=\"log-loss and accuracy against the L2 penalty, on the folds' training images and on their held-out images, with the chosen penalty marked\"></p>");
+            self.images.push(InlineImage {
+                content_id: "curves".to_owned(),
+                content_type: "image/png",
+                bytes: png,
+            });
+        }
+        if let Some(png) = chart::confusion_png(metrics) {
+            self.html.push_str("<h3>Confusion matrix</h3><p><img src=\"cid:confusion\" alt=\"confusion matrix on the validation images: rows are true labels, columns predictions\"></p>");
+            self.images.push(InlineImage {
+                content_id: "confusion".to_owned(),
+                content_type: "image/png",
+                bytes: png,
+            });
+        }
+    }
+
+    /// Thumbnails of the misclassified held-out images, most confident mistakes first.
+    fn mistakes(&mut self, mistakes: &[Thumbnail]) {
+        if mistakes.is_empty() {
+            return;
+        }
+        self.text
+            .push_str("\nMisclassified validation images (true -> predicted, score):\n");
+        self.html
+            .push_str("<h3>Misclassified validation images</h3><table cellpadding=\"4\"><tr>");
+        for (i, mistake) in mistakes.iter().enumerate() {
+            let image = &mistake.image;
+            let caption = format!(
+                "{} → {} ({})",
+                image.truth,
+                image.predicted,
+                percent(f64::from(image.score))
+            );
+            self.text.push_str(&format!(
+                "  {}: {} -> {} ({})\n",
+                image.key,
+                image.truth,
+                image.predicted,
+                percent(f64::from(image.score))
+            ));
+            let content_id = format!("mistake{i}");
+            if i > 0 && i % 4 == 0 {
+                self.html.push_str("</tr><tr>");
+            }
+            self.html.push_str(&format!(
+                "<td align=\"center\" valign=\"top\" style=\"font-size:12px\"><img src=\"cid:{content_id}\" alt=\"{}\" title=\"{}\"><br>{}</td>",
+                escape_html(&image.key),
+                escape_html(&image.key),
+                escape_html(&caption)
+            ));
+            self.images.push(InlineImage {
+                content_id,
+                content_type: "image/jpeg",
+                bytes: mistake.jpeg.clone(),
+            });
+        }
+        self.html.push_str("</tr></table>");
+    }
+
     /// The job's figures: one list, written once as text lines and once as table rows.
     fn summary(&mut self, summary: &TrainingSummary, continuations: u32) {
         let rows = [
@@ -206,6 +335,14 @@ impl Body {
     }
 }
 
+fn policy_name(policy: PromotePolicy) -> &'static str {
+    match policy {
+        PromotePolicy::IfBetter => "if_better",
+        PromotePolicy::Always => "always",
+        PromotePolicy::Never => "never",
+    }
+}
+
 fn status_word(status: JobStatus) -> &'static str {
     match status {
         JobStatus::Succeeded => "succeeded",
@@ -226,11 +363,13 @@ pub fn build_message(report: &Report, sender: &str, recipients: &[String]) -> Re
         to.push(mailbox);
     }
     let mut html = MultiPart::related().singlepart(SinglePart::html(report.html.clone()));
-    if let Some(png) = &report.chart_png {
-        let content_type = ContentType::parse("image/png")
+    for image in &report.images {
+        let content_type = ContentType::parse(image.content_type)
             .map_err(|e| PipelineError::InvalidEmail(e.to_string()))?;
-        html = html
-            .singlepart(Attachment::new_inline("chart".to_owned()).body(png.clone(), content_type));
+        html = html.singlepart(
+            Attachment::new_inline(image.content_id.clone())
+                .body(image.bytes.clone(), content_type),
+        );
     }
     let body = MultiPart::alternative()
         .singlepart(SinglePart::plain(report.text.clone()))
@@ -289,6 +428,7 @@ mod tests {
                 "label \"<img src=x onerror=alert(1)>\"",
             ),
             None,
+            &[],
         );
         assert!(!report.html.contains("<script>"), "{}", report.html);
         assert!(!report.html.contains("<img src=x"), "{}", report.html);
@@ -301,7 +441,7 @@ mod tests {
 
     #[test]
     fn headers_cannot_be_injected() {
-        let report = render(&result("a\r\nBcc: victim@example.com", "d", "m"), None);
+        let report = render(&result("a\r\nBcc: victim@example.com", "d", "m"), None, &[]);
         assert!(!report.subject.contains('\n') && !report.subject.contains('\r'));
         let raw = String::from_utf8(
             build_message(
