@@ -134,7 +134,7 @@ pub async fn print_versions(store: &S3Store, bucket: &str) -> Result<()> {
         None => println!("serving the ImageNet classes (no trained model promoted yet)"),
     }
     println!(
-        "  {:<24} {:<20} {:<12} {:>8} {:>8}  labels",
+        "  {:<28} {:<20} {:<12} {:>8} {:>8}  labels",
         "model", "finished", "dataset", "accuracy", "macro-F1"
     );
     for version in &versions {
@@ -160,7 +160,7 @@ fn version_row(version: &ModelVersion) -> String {
         .unwrap_or("?");
     match summary {
         Some(summary) => format!(
-            "{marker} {:<24} {:<20} {:<12} {:>7.1}% {:>8.3}  {}",
+            "{marker} {:<28} {:<20} {:<12} {:>7.1}% {:>8.3}  {}",
             version.model_id,
             finished,
             dataset,
@@ -169,7 +169,7 @@ fn version_row(version: &ModelVersion) -> String {
             summary.labels.join(", ")
         ),
         None => format!(
-            "{marker} {:<24} {:<20} {:<12} {:>8} {:>8}  (no result document)",
+            "{marker} {:<28} {:<20} {:<12} {:>8} {:>8}  (no result document)",
             version.model_id, finished, dataset, "?", "?"
         ),
     }

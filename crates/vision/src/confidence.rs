@@ -50,10 +50,10 @@ impl EvaluatedImage {
 
 /// For each of `classes` labels, the threshold on the score of a prediction of that label that
 /// maximises the label's F1 over `images` (truth, predicted, score of the predicted label):
-/// predictions of the label below the threshold count as not made. On a tie the lowest
-/// threshold wins (keep more predictions). The threshold is set halfway between the lowest
-/// kept score and the highest dropped one, or at 0 when nothing is dropped, so a new image
-/// scoring like the kept ones clears it.
+/// predictions of the label below the threshold count as not made. The threshold is the
+/// lowest score still counted at the best F1 (on a tie, the one that counts more), so a new
+/// image scoring below every validated prediction of its label is flagged as not confident.
+/// A label never predicted has threshold 0 (no evidence either way).
 pub fn choose_thresholds(images: &[(usize, usize, f32)], classes: usize) -> Vec<f32> {
     (0..classes)
         .map(|label| {
@@ -82,11 +82,10 @@ pub fn choose_thresholds(images: &[(usize, usize, f32)], classes: usize) -> Vec<
                     (best_kept, best_f1) = (kept, f1);
                 }
             }
-            match (best_kept, predicted.len()) {
-                (_, 0) => 0.0,
-                (kept, all) if kept == all => 0.0,
-                (0, _) => predicted[0].0.next_up(),
-                (kept, _) => (predicted[kept - 1].0 + predicted[kept].0) / 2.0,
+            match (best_kept, predicted.first()) {
+                (_, None) => 0.0,
+                (0, Some(top)) => top.0.next_up(),
+                (kept, Some(_)) => predicted[kept - 1].0,
             }
         })
         .collect()
@@ -109,11 +108,11 @@ mod tests {
             (1, 1, 0.6),
         ];
         let thresholds = choose_thresholds(&images, 2);
-        assert!(
-            (thresholds[0] - 0.55).abs() < 1e-6,
-            "halfway between 0.7 (kept) and 0.4 (dropped): {thresholds:?}"
+        assert_eq!(thresholds[0], 0.7, "the 0.4 and 0.3 mistakes dropped");
+        assert_eq!(
+            thresholds[1], 0.6,
+            "label 1 was never wrong: its lowest score"
         );
-        assert_eq!(thresholds[1], 0.0, "label 1 was never wrong: keep all");
     }
 
     #[test]
@@ -122,7 +121,7 @@ mod tests {
         let images = [(0, 0, 0.9), (1, 0, 0.6), (0, 0, 0.5), (0, 1, 0.7)];
         let thresholds = choose_thresholds(&images, 2);
         // F1 keeping the top 1, 2, 3 predictions: 2/4 = 0.5, 2/5 = 0.4, 4/6 = 0.67.
-        assert_eq!(thresholds[0], 0.0, "{thresholds:?}");
+        assert_eq!(thresholds[0], 0.5, "{thresholds:?}");
     }
 
     #[test]
@@ -130,7 +129,7 @@ mod tests {
         let images = [(0, 1, 0.8), (0, 1, 0.6), (0, 0, 0.3)];
         let thresholds = choose_thresholds(&images, 2);
         assert!(thresholds[1] > 0.8, "{thresholds:?}");
-        assert_eq!(thresholds[0], 0.0);
+        assert_eq!(thresholds[0], 0.3);
     }
 
     #[test]

@@ -77,7 +77,7 @@ impl Summary<'_> {
         );
         for entry in review.iter().take(10) {
             println!(
-                "  {:<34} {:<12} {:.0} % < threshold {:.0} %",
+                "  {:<34} {:<12} {:.1} % < threshold {:.1} %",
                 entry.source_key,
                 entry.top.first().map_or("", |p| p.label.as_str()),
                 100.0 * entry.top_score(),

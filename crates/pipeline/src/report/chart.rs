@@ -64,7 +64,7 @@ fn curve_panel(
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
     search: &[vision::PenaltyScore],
     chosen: f64,
-    title: &str,
+    (title, legend): (&str, SeriesLabelPosition),
     values: impl Fn(&vision::PenaltyScore) -> (f64, f64),
 ) -> Option<()> {
     let first = search.first()?.penalty;
@@ -139,7 +139,7 @@ fn curve_panel(
         .label_font((FONT, 12))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
-        .position(SeriesLabelPosition::LowerRight)
+        .position(legend)
         .draw()
         .ok()?;
     Some(())
@@ -155,7 +155,14 @@ pub fn confusion_png(metrics: &Metrics) -> Option<Vec<u8>> {
         return None;
     }
     let cell = (360 / classes as u32).clamp(14, 60);
-    let (left_margin, bottom_margin) = (130u32, 110u32);
+    // Room for the longest (shortened) label name, at ~8 px a character.
+    let longest = evaluation
+        .labels
+        .iter()
+        .map(|l| short(l).chars().count() as u32)
+        .max()
+        .unwrap_or(1);
+    let (left_margin, bottom_margin) = ((24 + 8 * longest).max(90), 44 + 8 * longest);
     let width = left_margin + cell * classes as u32 + 20;
     let height = 40 + cell * classes as u32 + bottom_margin;
     let mut pixels = vec![0u8; (width * height * 3) as usize];
@@ -163,7 +170,7 @@ pub fn confusion_png(metrics: &Metrics) -> Option<Vec<u8>> {
         let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
         root.fill(&WHITE).ok()?;
         let title = format!("Confusion matrix ({} images)", total(&evaluation.confusion));
-        root.draw(&Text::new(title, (10, 10), (FONT, 15).into_font()))
+        root.draw(&Text::new(title, (10, 6), (FONT, 15).into_font()))
             .ok()?;
         let font_size = f64::from(cell.clamp(10, 14));
         let origin = (left_margin as i32, 40i32);
@@ -202,10 +209,18 @@ pub fn confusion_png(metrics: &Metrics) -> Option<Vec<u8>> {
             }
         }
         let label_style = TextStyle::from((FONT, 12).into_font());
+        let row_style = label_style.pos(plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Right,
+            plotters::style::text_anchor::VPos::Center,
+        ));
         for (i, label) in evaluation.labels.iter().enumerate() {
-            let y = origin.1 + i as i32 * side + side / 2 - 6;
-            root.draw(&Text::new(short(label), (8, y), label_style.clone()))
-                .ok()?;
+            let y = origin.1 + i as i32 * side + side / 2;
+            root.draw(&Text::new(
+                short(label),
+                (origin.0 - 6, y),
+                row_style.clone(),
+            ))
+            .ok()?;
             let x = origin.0 + i as i32 * side + side / 2 - 6;
             let bottom = origin.1 + classes as i32 * side + 6;
             let rotated = label_style.transform(FontTransform::Rotate90);

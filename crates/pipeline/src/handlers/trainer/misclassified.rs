@@ -73,12 +73,18 @@ pub(super) async fn write(
     store.put_json(results_bucket, &key, &listed).await
 }
 
-/// A JPEG at most [`THUMBNAIL_SIDE`] on its longer side, or `None` for an image that does not
+/// A JPEG [`THUMBNAIL_SIDE`] on its longer side, or `None` for an image that does not
 /// decode within the default limits.
 pub fn thumbnail(bytes: &[u8]) -> Option<Vec<u8>> {
     let decoded = vision::decode(bytes, &DecodeLimits::default(), THUMBNAIL_SIDE).ok()?;
     let (width, height) = fit(decoded.pixels.width(), decoded.pixels.height());
-    let small = image::imageops::thumbnail(&decoded.pixels, width, height);
+    // Small images are scaled up too: a 28-pixel digit is unreadable at its own size.
+    let small = image::imageops::resize(
+        &decoded.pixels,
+        width,
+        height,
+        image::imageops::FilterType::Triangle,
+    );
     let mut jpeg = Vec::new();
     JpegEncoder::new_with_quality(&mut jpeg, 80)
         .write_image(&small, width, height, image::ExtendedColorType::Rgb8)
@@ -86,10 +92,10 @@ pub fn thumbnail(bytes: &[u8]) -> Option<Vec<u8>> {
     Some(jpeg)
 }
 
-/// The size of a `width` × `height` image scaled to fit a [`THUMBNAIL_SIDE`] square.
+/// The size of a `width` × `height` image scaled to fill a [`THUMBNAIL_SIDE`] square.
 fn fit(width: u32, height: u32) -> (u32, u32) {
     let longer = width.max(height).max(1);
-    let scale = f64::from(THUMBNAIL_SIDE.min(longer)) / f64::from(longer);
+    let scale = f64::from(THUMBNAIL_SIDE) / f64::from(longer);
     (
         ((f64::from(width) * scale).round() as u32).max(1),
         ((f64::from(height) * scale).round() as u32).max(1),
