@@ -40,20 +40,13 @@ pub fn curves_png(metrics: &Metrics) -> Option<Vec<u8>> {
         search.sort_by(|a, b| a.penalty.total_cmp(&b.penalty));
         let loss = |s: &vision::PenaltyScore| (s.train_log_loss, s.cv_log_loss);
         let accuracy = |s: &vision::PenaltyScore| (s.train_accuracy, s.cv_accuracy);
-        curve_panel(
-            &left,
-            &search,
-            metrics.chosen_penalty.penalty,
-            "Log-loss (lower is better)",
-            loss,
-        )?;
-        curve_panel(
-            &right,
-            &search,
-            metrics.chosen_penalty.penalty,
-            "Accuracy",
-            accuracy,
-        )?;
+        let chosen = metrics.chosen_penalty.penalty;
+        // Loss curves rise to the right and accuracy sits near the top: legends where they
+        // cover least.
+        let loss_panel = ("Log-loss (lower is better)", SeriesLabelPosition::UpperLeft);
+        let accuracy_panel = ("Accuracy", SeriesLabelPosition::LowerRight);
+        curve_panel(&left, &search, chosen, loss_panel, loss)?;
+        curve_panel(&right, &search, chosen, accuracy_panel, accuracy)?;
         root.present().ok()?;
     }
     encode_png(pixels, width, height)

@@ -7,6 +7,7 @@
 
 #[path = "../../../vision/tests/support/fixtures.rs"]
 mod fixtures;
+pub mod stack;
 
 use aws_config::retry::RetryConfig;
 use local_s3::LocalS3;
