@@ -54,9 +54,13 @@ fn demo_runs_the_pipeline_to_an_email_and_runs_again() {
     // First run, fresh.
     let output = demo(&workdir, &[]);
     assert_success(&output);
-    let outbox = emails(&workdir);
-    assert_eq!(outbox.len(), 1, "{outbox:?}");
+    // Two jobs, two reports: the main one and the deliberately weaker challenger.
+    let mut outbox = emails(&workdir);
+    assert_eq!(outbox.len(), 2, "{outbox:?}");
+    outbox.sort_by_key(|path| job_id(path).ends_with("-small"));
     let job = job_id(&outbox[0]);
+    let weak_job = job_id(&outbox[1]);
+    assert_eq!(weak_job, format!("{job}-small"));
     let result = json(&workdir.join(RESULTS).join(format!("results/{job}.json")));
     assert_eq!(result["status"], "succeeded", "{result}");
     let accuracy = result["summary"]["validation_accuracy"].as_f64().unwrap();
@@ -71,14 +75,42 @@ fn demo_runs_the_pipeline_to_an_email_and_runs_again() {
         "To: you@example.com",
         "Subject: ",
         "Content-Type: image/png",
+        "Content-ID: <curves>",
+        "Content-ID: <confusion>",
     ] {
         assert!(email.contains(header), "email lacks {header:?}");
     }
+
+    // The weaker challenger met the serving model on its held-out images and lost.
+    let weak = json(
+        &workdir
+            .join(RESULTS)
+            .join(format!("results/{weak_job}.json")),
+    );
+    assert_eq!(weak["promotion"]["promoted"], false, "{weak}");
+    assert_eq!(weak["promotion"]["serving"], job.as_str(), "{weak}");
+    let weak_email = std::fs::read_to_string(&outbox[1]).unwrap();
+    assert!(weak_email.contains("not promoted"), "the report says so");
+    // Promoted by hand and rolled back: the first model serves, after three changes.
+    let current = json(&workdir.join(RESULTS).join("models/current.json"));
+    assert_eq!(current["model_id"], job.as_str());
+    assert_eq!(current["action"], "rolled_back");
+    assert_eq!(current["sequence"], 3);
+    let history = std::fs::read_dir(workdir.join(RESULTS).join("model-history")).unwrap();
+    assert_eq!(history.count(), 3);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains(&shown),
         "summary lacks the accuracy:\n{stdout}"
     );
+    for step in [
+        "$ lambda-vision models list".to_owned(),
+        format!("$ lambda-vision models promote {weak_job}"),
+        format!("rolled back: serving {job}"),
+        "review queue (".to_owned(),
+    ] {
+        assert!(stdout.contains(&step), "summary lacks {step:?}:\n{stdout}");
+    }
     assert!(
         stdout.contains(&outbox[0].display().to_string()),
         "{stdout}"
@@ -104,7 +136,13 @@ fn demo_runs_the_pipeline_to_an_email_and_runs_again() {
     }
     assert!(right >= 7, "only {right} of 10 new digits right");
     // The model files are browsable.
-    for file in ["head.json", "metrics.json", "model.onnx"] {
+    for file in [
+        "head.json",
+        "metrics.json",
+        "model.onnx",
+        "evaluation.jsonl",
+        "misclassified.json",
+    ] {
         let path = workdir.join(RESULTS).join(format!("models/{job}/{file}"));
         assert!(path.is_file(), "{} missing", path.display());
     }
@@ -125,7 +163,7 @@ fn demo_runs_the_pipeline_to_an_email_and_runs_again() {
         .map(|line| serde_json::from_str::<Value>(line).unwrap())
         .filter_map(|line| line["EmailsSent"].as_u64())
         .sum();
-    assert_eq!(emails_sent, 1);
+    assert_eq!(emails_sent, 2);
     let logs = std::fs::read_to_string(workdir.join("logs.jsonl")).unwrap();
     let record_line = logs
         .lines()
@@ -141,14 +179,14 @@ fn demo_runs_the_pipeline_to_an_email_and_runs_again() {
     // Second run reusing the folder: a new job and email; the unchanged images are not redone.
     let output = demo(&workdir, &["--keep"]);
     assert_success(&output);
-    assert_eq!(emails(&workdir).len(), 2);
+    assert_eq!(emails(&workdir).len(), 4);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.matches("AlreadyPredicted").count(), 13, "{stderr}");
 
     // Third run from fresh in the same folder: the old buckets and outbox are cleared.
     let output = demo(&workdir, &[]);
     assert_success(&output);
-    assert_eq!(emails(&workdir).len(), 1);
+    assert_eq!(emails(&workdir).len(), 2);
 }
 
 #[test]
