@@ -18,7 +18,7 @@ use crate::dataset;
 pub struct TrainArgs {
     #[command(flatten)]
     data: crate::DataArgs,
-    /// Where to write head.json, metrics.json and model.onnx.
+    /// Where to write head.json, metrics.json, evaluation.jsonl and model.onnx.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     #[command(flatten)]
@@ -59,7 +59,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     bundle.write_to_dir(&args.out)?;
     report(&bundle, config, extraction, started.elapsed());
     eprintln!(
-        "wrote {}/{{head.json,metrics.json,model.onnx}}",
+        "wrote {}/{{head.json,metrics.json,evaluation.jsonl,model.onnx}}",
         args.out.display()
     );
     Ok(())

@@ -53,7 +53,8 @@ impl EvaluatedImage {
 /// predictions of the label below the threshold count as not made. The threshold is the
 /// lowest score still counted at the best F1 (on a tie, the one that counts more), so a new
 /// image scoring below every validated prediction of its label is flagged as not confident.
-/// A label never predicted has threshold 0 (no evidence either way).
+/// A label never predicted has threshold 0 (no evidence either way); one never predicted
+/// rightly gets a threshold above all its scores.
 pub fn choose_thresholds(images: &[(usize, usize, f32)], classes: usize) -> Vec<f32> {
     (0..classes)
         .map(|label| {
@@ -84,6 +85,8 @@ pub fn choose_thresholds(images: &[(usize, usize, f32)], classes: usize) -> Vec<
             }
             match (best_kept, predicted.first()) {
                 (_, None) => 0.0,
+                // Never right on the validation split: no score of it is to be trusted.
+                (_, Some(top)) if best_f1 <= 0.0 => top.0.next_up(),
                 (0, Some(top)) => top.0.next_up(),
                 (kept, Some(_)) => predicted[kept - 1].0,
             }
@@ -134,6 +137,6 @@ mod tests {
 
     #[test]
     fn labels_never_predicted_have_no_threshold() {
-        assert_eq!(choose_thresholds(&[(0, 0, 0.9)], 3), vec![0.0, 0.0, 0.0]);
+        assert_eq!(choose_thresholds(&[(0, 0, 0.9)], 3), vec![0.9, 0.0, 0.0]);
     }
 }

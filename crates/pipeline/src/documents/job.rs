@@ -364,6 +364,8 @@ mod tests {
         assert_eq!(spec.train_config(), TrainConfig::default());
         assert_eq!(spec.input_size, 224);
         assert!(spec.notify.is_empty());
+        assert_eq!(spec.promote, PromotePolicy::IfBetter);
+        assert_eq!(spec.train_config().min_confidence, None);
     }
 
     #[test]
@@ -372,10 +374,13 @@ mod tests {
             br#"{ "dataset": "flowers", "notify": ["owner@example.com"],
                   "penalties": [0.001, 0.1], "folds": 4, "max_iterations": 300,
                   "validation_split": 0.2, "refit_with_validation": false, "seed": 42,
-                  "input_size": 224, "min_images_per_class": 5 }"#,
+                  "input_size": 224, "min_images_per_class": 5, "promote": "never",
+                  "min_confidence": 0.8 }"#,
         )
         .unwrap();
         assert_eq!(spec.notify, ["owner@example.com"]);
+        assert_eq!(spec.promote, PromotePolicy::Never);
+        assert_eq!(spec.train_config().min_confidence, Some(0.8));
         let config = spec.train_config();
         assert_eq!(config.penalties, [0.001, 0.1]);
         assert_eq!((config.folds, config.max_iterations), (4, 300));
@@ -404,7 +409,13 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let cases: [(&[u8], &str); 10] = [
+        let cases: [(&[u8], &str); 13] = [
+            (br#"{"dataset":"f","promote":"sometimes"}"#, "promote"),
+            (br#"{"dataset":"f","min_confidence":1.5}"#, "min_confidence"),
+            (
+                br#"{"dataset":"f","min_confidence":"high"}"#,
+                "min_confidence",
+            ),
             (br#"{"dataset":"f","epoch":3}"#, "epoch"),
             (br#"{"dataset":"f","epochs":0}"#, "epochs"),
             (br#"{"dataset":"f","folds":1}"#, "folds"),

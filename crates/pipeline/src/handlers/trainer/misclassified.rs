@@ -101,3 +101,47 @@ fn fit(width: u32, height: u32) -> (u32, u32) {
         ((f64::from(height) * scale).round() as u32).max(1),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn evaluated(key: &str, truth: &str, predicted: &str, score: f32) -> EvaluatedImage {
+        EvaluatedImage {
+            key: key.to_owned(),
+            truth: truth.to_owned(),
+            predicted: predicted.to_owned(),
+            score,
+        }
+    }
+
+    #[test]
+    fn the_most_confident_mistakes_are_shown_first_and_at_most_twelve() {
+        let mut images = vec![evaluated("right", "a", "a", 1.0)];
+        for i in 0..20 {
+            images.push(evaluated(&format!("k{i:02}"), "a", "b", i as f32 / 20.0));
+        }
+        let shown = worst_mistakes(&images);
+        assert_eq!(shown.len(), MAX_SHOWN);
+        assert_eq!(shown[0].key, "k19");
+        assert!(shown.windows(2).all(|w| w[0].score >= w[1].score));
+        assert!(shown.iter().all(|e| !e.is_correct()));
+    }
+
+    #[test]
+    fn thumbnails_fit_the_square_and_bad_bytes_give_none() {
+        let png = {
+            let image = image::RgbImage::from_pixel(40, 20, image::Rgb([200, 10, 10]));
+            let mut bytes = std::io::Cursor::new(Vec::new());
+            image.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
+            bytes.into_inner()
+        };
+        let jpeg = thumbnail(&png).expect("a thumbnail");
+        let small = image::load_from_memory(&jpeg).unwrap();
+        assert_eq!(
+            (small.width(), small.height()),
+            (THUMBNAIL_SIDE, THUMBNAIL_SIDE / 2)
+        );
+        assert_eq!(thumbnail(b"not an image"), None);
+    }
+}
