@@ -181,31 +181,10 @@ pub fn train_bundle(
         (&trained.split.validation, "validation")
     };
     let labels = &trained.head.labels;
-    // (truth, predicted, score of the predicted label) of every scored image.
-    let scored: Vec<(usize, usize, f32)> = rows
-        .iter()
-        .map(|&r| {
-            let probabilities = softmax(&trained.scored_head.logits(set.row(r)));
-            let predicted = argmax(&probabilities);
-            (trained.targets[r], predicted, probabilities[predicted])
-        })
-        .collect();
+    let scored = score_rows(&trained.scored_head, set, rows, &trained.targets);
     let truth: Vec<usize> = scored.iter().map(|s| s.0).collect();
     let predicted: Vec<usize> = scored.iter().map(|s| s.1).collect();
-    let thresholds = match (config.min_confidence, evaluated_on) {
-        (Some(minimum), _) => Thresholds {
-            per_label: vec![minimum; labels.len()],
-            source: ThresholdSource::MinConfidence,
-        },
-        (None, "validation") => Thresholds {
-            per_label: choose_thresholds(&scored, labels.len()),
-            source: ThresholdSource::ValidationF1,
-        },
-        _ => Thresholds {
-            per_label: vec![0.0; labels.len()],
-            source: ThresholdSource::NoValidation,
-        },
-    };
+    let thresholds = thresholds_for(config.min_confidence, evaluated_on, &scored, labels.len());
     let evaluated: Vec<EvaluatedImage> = rows
         .iter()
         .zip(&scored)
@@ -265,6 +244,46 @@ pub fn score_head(head: &Head, set: &FeatureSet, rows: &[usize]) -> Option<Evalu
     }
     let predicted: Vec<usize> = rows.iter().map(|&r| head.predict(set.row(r))).collect();
     Some(evaluate(&truth, &predicted, &head.labels))
+}
+
+/// (truth, predicted, score of the predicted label) of each of `rows`, scored by `head`.
+fn score_rows(
+    head: &Head,
+    set: &FeatureSet,
+    rows: &[usize],
+    targets: &[usize],
+) -> Vec<(usize, usize, f32)> {
+    rows.iter()
+        .map(|&r| {
+            let probabilities = softmax(&head.logits(set.row(r)));
+            let predicted = argmax(&probabilities);
+            (targets[r], predicted, probabilities[predicted])
+        })
+        .collect()
+}
+
+/// The thresholds to ship: the job's `min_confidence` for every label, else each label's own
+/// chosen on the validation split, else (nothing held out) none that filter.
+fn thresholds_for(
+    min_confidence: Option<f32>,
+    evaluated_on: &str,
+    scored: &[(usize, usize, f32)],
+    classes: usize,
+) -> Thresholds {
+    match (min_confidence, evaluated_on) {
+        (Some(minimum), _) => Thresholds {
+            per_label: vec![minimum; classes],
+            source: ThresholdSource::MinConfidence,
+        },
+        (None, "validation") => Thresholds {
+            per_label: choose_thresholds(scored, classes),
+            source: ThresholdSource::ValidationF1,
+        },
+        _ => Thresholds {
+            per_label: vec![0.0; classes],
+            source: ThresholdSource::NoValidation,
+        },
+    }
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {

@@ -29,6 +29,9 @@ const DATASET: &str = "digits";
 /// The weaker challenger's dataset: the first [`WEAK_IMAGES_PER_LABEL`] images of each digit.
 const WEAK_DATASET: &str = "digits-small";
 const WEAK_IMAGES_PER_LABEL: usize = 4;
+
+/// Objects to upload: key and bytes.
+type Uploads = Vec<(String, Vec<u8>)>;
 /// Lambda's own limit on one invocation.
 const LAMBDA_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Lambda retries a failed asynchronous invocation twice.
@@ -132,21 +135,7 @@ async fn demo(args: &DemoArgs) -> Result<()> {
 
     // 2. A deliberately weaker challenger: two training images per digit. Scored against the
     //    serving model on its held-out images, it is not promoted.
-    let weak_job_id = format!("{job_id}-small");
-    let weak_spec = serde_json::json!({
-        "dataset": WEAK_DATASET,
-        "notify": [args.notify],
-        "validation_split": 0.5,
-        "min_images_per_class": 2,
-    });
-    let mut weak_uploads = weak_subset(&setup::demo_files(
-        "dataset",
-        &layout::dataset_prefix(WEAK_DATASET),
-    )?);
-    weak_uploads.push((
-        layout::job_spec_key(&weak_job_id),
-        serde_json::to_vec_pretty(&weak_spec)?,
-    ));
+    let (weak_job_id, weak_uploads) = weak_challenger(&job_id, &args.notify)?;
     setup::upload(&ui, &store, &args.input_bucket, weak_uploads).await?;
     lambdas.pump().await;
 
@@ -179,9 +168,29 @@ async fn demo(args: &DemoArgs) -> Result<()> {
     Ok(())
 }
 
+/// The weaker challenger's job id and uploads: its dataset and its job spec.
+fn weak_challenger(job_id: &str, notify: &str) -> Result<(String, Uploads)> {
+    let weak_job_id = format!("{job_id}-small");
+    let weak_spec = serde_json::json!({
+        "dataset": WEAK_DATASET,
+        "notify": [notify],
+        "validation_split": 0.5,
+        "min_images_per_class": 2,
+    });
+    let mut weak_uploads = weak_subset(&setup::demo_files(
+        "dataset",
+        &layout::dataset_prefix(WEAK_DATASET),
+    )?);
+    weak_uploads.push((
+        layout::job_spec_key(&weak_job_id),
+        serde_json::to_vec_pretty(&weak_spec)?,
+    ));
+    Ok((weak_job_id, weak_uploads))
+}
+
 /// The first [`WEAK_IMAGES_PER_LABEL`] files of each label folder of `files` (sorted by key).
-fn weak_subset(files: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
-    let mut kept: Vec<(String, Vec<u8>)> = Vec::new();
+fn weak_subset(files: &[(String, Vec<u8>)]) -> Uploads {
+    let mut kept = Uploads::new();
     for (key, bytes) in files {
         let folder = key.rsplit_once('/').map_or("", |(folder, _)| folder);
         let taken = kept

@@ -70,20 +70,7 @@ impl Summary<'_> {
                 document.source_key, verdict, document.model_id
             );
         }
-        let review = crate::models::review_queue(store, bucket).await?;
-        println!(
-            "review queue ({}; `lambda-vision review list`), least confident first:",
-            review.len()
-        );
-        for entry in review.iter().take(10) {
-            println!(
-                "  {:<34} {:<12} {:.1} % < threshold {:.1} %",
-                entry.source_key,
-                entry.top.first().map_or("", |p| p.label.as_str()),
-                100.0 * entry.top_score(),
-                100.0 * entry.threshold
-            );
-        }
+        print_review(store, bucket).await?;
         println!("files:");
         println!(
             "  predictions  {}",
@@ -123,4 +110,23 @@ impl Summary<'_> {
             format!("s3://{bucket}/{prefix}")
         }
     }
+}
+
+/// The review queue, least confident first (the first ten).
+async fn print_review(store: &S3Store, bucket: &str) -> Result<()> {
+    let review = crate::models::review_queue(store, bucket).await?;
+    println!(
+        "review queue ({}; `lambda-vision review list`), least confident first:",
+        review.len()
+    );
+    for entry in review.iter().take(10) {
+        println!(
+            "  {:<34} {:<12} {:.1} % < threshold {:.1} %",
+            entry.source_key,
+            entry.top.first().map_or("", |p| p.label.as_str()),
+            100.0 * entry.top_score(),
+            100.0 * entry.threshold
+        );
+    }
+    Ok(())
 }

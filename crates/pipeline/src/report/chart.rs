@@ -201,25 +201,7 @@ pub fn confusion_png(metrics: &Metrics) -> Option<Vec<u8>> {
                     .ok()?;
             }
         }
-        let label_style = TextStyle::from((FONT, 12).into_font());
-        let row_style = label_style.pos(plotters::style::text_anchor::Pos::new(
-            plotters::style::text_anchor::HPos::Right,
-            plotters::style::text_anchor::VPos::Center,
-        ));
-        for (i, label) in evaluation.labels.iter().enumerate() {
-            let y = origin.1 + i as i32 * side + side / 2;
-            root.draw(&Text::new(
-                short(label),
-                (origin.0 - 6, y),
-                row_style.clone(),
-            ))
-            .ok()?;
-            let x = origin.0 + i as i32 * side + side / 2 - 6;
-            let bottom = origin.1 + classes as i32 * side + 6;
-            let rotated = label_style.transform(FontTransform::Rotate90);
-            root.draw(&Text::new(short(label), (x, bottom), rotated))
-                .ok()?;
-        }
+        label_names(&root, &evaluation.labels, origin, side)?;
         let grey = BLACK.mix(0.7);
         let axis = TextStyle::from((FONT, 13).into_font()).color(&grey);
         root.draw(&Text::new("true label ↓", (8, 24), axis.clone()))
@@ -233,6 +215,35 @@ pub fn confusion_png(metrics: &Metrics) -> Option<Vec<u8>> {
         root.present().ok()?;
     }
     encode_png(pixels, width, height)
+}
+
+/// The label names beside the matrix's rows (true) and, turned, below its columns (predicted).
+fn label_names(
+    root: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    labels: &[String],
+    origin: (i32, i32),
+    side: i32,
+) -> Option<()> {
+    let label_style = TextStyle::from((FONT, 12).into_font());
+    let row_style = label_style.pos(plotters::style::text_anchor::Pos::new(
+        plotters::style::text_anchor::HPos::Right,
+        plotters::style::text_anchor::VPos::Center,
+    ));
+    let rotated = label_style.transform(FontTransform::Rotate90);
+    let bottom = origin.1 + labels.len() as i32 * side + 6;
+    for (i, label) in labels.iter().enumerate() {
+        let y = origin.1 + i as i32 * side + side / 2;
+        root.draw(&Text::new(
+            short(label),
+            (origin.0 - 6, y),
+            row_style.clone(),
+        ))
+        .ok()?;
+        let x = origin.0 + i as i32 * side + side / 2 - 6;
+        root.draw(&Text::new(short(label), (x, bottom), rotated.clone()))
+            .ok()?;
+    }
+    Some(())
 }
 
 fn total(confusion: &[Vec<usize>]) -> usize {

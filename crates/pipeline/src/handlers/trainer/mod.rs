@@ -385,33 +385,13 @@ impl Trainer {
     ) -> Result<JobResult> {
         let bucket = &self.config.results_bucket;
         let bundle = &trained.bundle;
-        let files = [
-            (
-                vision::bundle::ONNX_FILE,
-                &bundle.model_onnx,
-                "application/octet-stream",
-            ),
-            (
-                vision::bundle::HEAD_FILE,
-                &bundle.head_json,
-                JSON_CONTENT_TYPE,
-            ),
-            (
-                vision::bundle::METRICS_FILE,
-                &bundle.metrics_json,
-                JSON_CONTENT_TYPE,
-            ),
-            (
-                vision::bundle::EVALUATION_FILE,
-                &bundle.evaluation_jsonl,
-                "application/x-ndjson",
-            ),
-        ];
-        for (name, bytes, content_type) in files {
+        let mut files = Vec::new();
+        for (name, bytes, content_type) in model_files(bundle) {
             let key = layout::model_file_key(job_id, name);
             self.store
-                .put(bucket, &key, bytes.clone(), content_type)
+                .put(bucket, &key, bytes.to_vec(), content_type)
                 .await?;
+            files.push(name.to_owned());
         }
         misclassified::write(
             &self.store,
@@ -430,7 +410,6 @@ impl Trainer {
         )
         .await?;
         info!(job_id, promoted = promotion.promoted, reason = %promotion.reason, "promotion decided");
-        let mut files: Vec<String> = files.iter().map(|(name, ..)| (*name).to_owned()).collect();
         files.push(MISCLASSIFIED_FILE.to_owned());
         let result = JobResult {
             job_id: job_id.to_owned(),
@@ -484,6 +463,21 @@ impl Trainer {
             )
             .await
     }
+}
+
+/// The model's files under `models/<id>/`: name, bytes, content type.
+fn model_files(bundle: &TrainedBundle) -> [(&'static str, &[u8], &'static str); 4] {
+    use vision::bundle::{EVALUATION_FILE, HEAD_FILE, METRICS_FILE, ONNX_FILE};
+    [
+        (ONNX_FILE, &bundle.model_onnx, "application/octet-stream"),
+        (HEAD_FILE, &bundle.head_json, JSON_CONTENT_TYPE),
+        (METRICS_FILE, &bundle.metrics_json, JSON_CONTENT_TYPE),
+        (
+            EVALUATION_FILE,
+            &bundle.evaluation_jsonl,
+            "application/x-ndjson",
+        ),
+    ]
 }
 
 /// The figures of a finished job that its result document and email show.
