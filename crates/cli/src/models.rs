@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use pipeline::documents::ReviewEntry;
+use pipeline::documents::{IMAGENET_MODEL, ReviewEntry};
 use pipeline::registry::{ModelVersion, Registry};
 use pipeline::{S3Store, layout};
 
@@ -62,7 +62,10 @@ pub fn models(command: &ModelsCommand) -> Result<()> {
                 println!(
                     "serving {} (was {}); history entry {}",
                     changed.model_id,
-                    changed.previous_model_id.as_deref().unwrap_or("imagenet"),
+                    changed
+                        .previous_model_id
+                        .as_deref()
+                        .unwrap_or(IMAGENET_MODEL),
                     changed.sequence
                 );
                 Ok(())
@@ -74,7 +77,10 @@ pub fn models(command: &ModelsCommand) -> Result<()> {
                 println!(
                     "rolled back: serving {} (was {}); history entry {}",
                     changed.model_id,
-                    changed.previous_model_id.as_deref().unwrap_or("imagenet"),
+                    changed
+                        .previous_model_id
+                        .as_deref()
+                        .unwrap_or(IMAGENET_MODEL),
                     changed.sequence
                 );
                 Ok(())

@@ -21,7 +21,7 @@ pub use job::{
 pub use lease::TrainerLease;
 pub use misclassified::{MISCLASSIFIED_FILE, Misclassified};
 pub use notification::{NotificationRecord, NotificationState};
-pub use prediction::{NO_MODEL, PredictionDocument};
+pub use prediction::{IMAGENET_MODEL, NO_MODEL, PredictionDocument};
 pub use review::ReviewEntry;
 
 /// A document type the store can read and write as JSON. `NAME` says what it is in errors

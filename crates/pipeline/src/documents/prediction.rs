@@ -5,6 +5,10 @@ use vision::Prediction;
 
 use super::ErrorInfo;
 
+/// The `model_id` of predictions made with the backbone's own ImageNet classes: what serves
+/// while no trained model does.
+pub const IMAGENET_MODEL: &str = "imagenet";
+
 /// The `model_id` of an error prediction made without a model: the serving model could not
 /// be loaded, or the upload trigger gave up on the image.
 pub const NO_MODEL: &str = "none";

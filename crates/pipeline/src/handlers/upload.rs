@@ -10,7 +10,8 @@ use vision::{Backbone, Classification, Classifier, DecodeLimits, HeadDocument, V
 use crate::clock::now_rfc3339;
 use crate::config::Config;
 use crate::documents::{
-    CurrentModel, ErrorInfo, JobResult, JobSpec, NO_MODEL, PredictionDocument, ReviewEntry,
+    CurrentModel, ErrorInfo, IMAGENET_MODEL, JobResult, JobSpec, NO_MODEL, PredictionDocument,
+    ReviewEntry,
 };
 use crate::error::{PipelineError, Result};
 use crate::event::{CreatedObject, S3Event, unquote};
@@ -252,7 +253,7 @@ impl UploadTrigger {
         }
         let (model_id, classifier) = match current {
             None => (
-                "imagenet".to_owned(),
+                IMAGENET_MODEL.to_owned(),
                 Classifier::imagenet(self.backbone.get().await?),
             ),
             Some(pointer) => {

@@ -5,13 +5,12 @@
 
 use vision::{Backbone, FeatureSet, HeadDocument, TrainedBundle, score_head};
 
-use crate::documents::{CurrentModel, ModelChange, ModelScore, PromotePolicy, Promotion};
+use crate::documents::{
+    CurrentModel, IMAGENET_MODEL, ModelChange, ModelScore, PromotePolicy, Promotion,
+};
 use crate::error::{PipelineError, Result};
 use crate::registry::{ChangeRequest, Registry};
 use crate::store::{S3Store, Stored};
-
-/// The model that serves while no trained one does.
-pub const IMAGENET: &str = "imagenet";
 
 /// How many times the decision is made again when another change got in first.
 const ATTEMPTS: usize = 5;
@@ -133,7 +132,10 @@ pub(super) async fn promote(
 }
 
 fn serving_id(current: Option<&Stored<CurrentModel>>) -> String {
-    current.map_or_else(|| IMAGENET.to_owned(), |c| c.document.model_id.clone())
+    current.map_or_else(
+        || IMAGENET_MODEL.to_owned(),
+        |c| c.document.model_id.clone(),
+    )
 }
 
 /// The serving model's head on the challenger's held-out images, or why it cannot be.
