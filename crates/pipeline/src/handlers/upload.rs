@@ -179,12 +179,8 @@ impl UploadTrigger {
         let document = prediction_document(object, model_id.clone(), source_etag, classified);
         let bucket = &self.config.results_bucket;
         let key = layout::prediction_key(path);
-        if !write_prediction(&self.store, bucket, &key, &document).await? {
-            return Ok(RecordOutcome::AlreadyPredicted {
-                key: object.key.clone(),
-            });
-        }
-        record_metrics(&document);
+        // The review entry goes first: a retry after a failed prediction write redoes both,
+        // while one after a failed review write would find the prediction and stop.
         if let (Some(false), Some(threshold)) = (document.confident, document.threshold) {
             let entry = ReviewEntry {
                 source_key: document.source_key.clone(),
@@ -192,13 +188,19 @@ impl UploadTrigger {
                 model_id: document.model_id.clone(),
                 top: document.top.clone(),
                 threshold,
-                prediction_key: key,
+                prediction_key: key.clone(),
                 created_at: now_rfc3339(),
             };
             self.store
                 .put_json(bucket, &layout::review_key(path), &entry)
                 .await?;
         }
+        if !write_prediction(&self.store, bucket, &key, &document).await? {
+            return Ok(RecordOutcome::AlreadyPredicted {
+                key: object.key.clone(),
+            });
+        }
+        record_metrics(&document);
         Ok(match &document.error {
             None => RecordOutcome::Predicted {
                 key: object.key.clone(),
