@@ -14,6 +14,9 @@ const FONT: &str = "sans-serif";
 const TRAINING: RGBColor = RGBColor(31, 119, 180);
 const VALIDATION: RGBColor = RGBColor(255, 127, 14);
 const CHOSEN: RGBColor = RGBColor(120, 120, 120);
+/// Most labels drawn as a confusion matrix: past this the picture would be unreadable (and a
+/// 1,000-label matrix alone would need hundreds of MB of pixels); the report says so instead.
+pub const MAX_MATRIX_LABELS: usize = 40;
 /// Longest label shown in full on a chart; longer ones are cut with "…".
 const LABEL_CHARS: usize = 14;
 
@@ -144,7 +147,7 @@ pub fn confusion_png(metrics: &Metrics) -> Option<Vec<u8>> {
     register_fonts();
     let evaluation = &metrics.evaluation;
     let classes = evaluation.labels.len();
-    if classes == 0 {
+    if classes == 0 || classes > MAX_MATRIX_LABELS {
         return None;
     }
     let cell = (360 / classes as u32).clamp(14, 60);

@@ -206,6 +206,14 @@ impl Body {
                 content_type: "image/png",
                 bytes: png,
             });
+        } else if metrics.evaluation.labels.len() > chart::MAX_MATRIX_LABELS {
+            let note = format!(
+                "The confusion matrix of {} labels is too large to draw (more than {}); it is in metrics.json.",
+                metrics.evaluation.labels.len(),
+                chart::MAX_MATRIX_LABELS
+            );
+            self.html.push_str(&format!("<p>{note}</p>"));
+            self.text.push_str(&format!("\n{note}\n"));
         }
     }
 

@@ -141,6 +141,14 @@ fn charts_are_pngs_sized_to_the_labels() {
         let drawn = image.pixels().filter(|p| p.0 != [255, 255, 255]).count();
         assert!(drawn > 1000, "something drawn: {drawn} pixels");
     }
+    let mut many = metrics.clone();
+    let labels: Vec<String> = (0..1000).map(|i| format!("label-{i}")).collect();
+    many.evaluation = vision::evaluate(&[0, 1], &[0, 1], &labels);
+    assert!(
+        chart::confusion_png(&many).is_none(),
+        "1,000 labels: no matrix"
+    );
+    assert!(chart::curves_png(&many).is_some());
     let confusion = image::load_from_memory(&chart::confusion_png(&metrics).unwrap()).unwrap();
     assert!(confusion.width() > 200, "room for the cut label names");
 }
