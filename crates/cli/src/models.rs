@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use futures::StreamExt;
 use pipeline::documents::{IMAGENET_MODEL, ReviewEntry};
 use pipeline::registry::{ModelVersion, Registry};
 use pipeline::{S3Store, layout};
@@ -116,12 +117,22 @@ pub fn review(command: &ReviewCommand) -> Result<()> {
     })
 }
 
-/// Every review entry, least confident first.
+/// Every review entry, least confident first (16 reads in flight; an entry that cannot be
+/// parsed is skipped with a warning on stderr).
 pub async fn review_queue(store: &S3Store, bucket: &str) -> Result<Vec<ReviewEntry>> {
+    let keys = store
+        .list(bucket, layout::REVIEW_PREFIX)
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let mut reads = std::pin::pin!(store.get_many(bucket, keys, 16));
     let mut entries = Vec::new();
-    for listed in store.list(bucket, layout::REVIEW_PREFIX).await? {
-        let stored = store.get_json::<ReviewEntry>(bucket, &listed.key).await?;
-        entries.push(stored.document);
+    while let Some((key, object)) = reads.next().await {
+        match serde_json::from_slice::<ReviewEntry>(&object?.bytes) {
+            Ok(entry) => entries.push(entry),
+            Err(error) => eprintln!("warning: s3://{bucket}/{key} is not a review entry: {error}"),
+        }
     }
     entries.sort_by(|a, b| a.top_score().total_cmp(&b.top_score()));
     Ok(entries)

@@ -60,14 +60,30 @@ impl<'a> Registry<'a> {
         request: &ChangeRequest<'_>,
     ) -> Result<Option<CurrentModel>> {
         let previous = expected.map(|stored| &stored.document);
-        if let Some(previous) = previous.filter(|p| p.sequence > 0) {
-            self.record(previous).await?;
-        }
+        // The pointer being replaced is in the history; one written before there was a history
+        // (sequence 0) is appended to it first, so a rollback can return to it.
+        let previous_sequence = match previous {
+            Some(previous) if previous.sequence > 0 => {
+                self.record(previous).await?;
+                previous.sequence
+            }
+            Some(legacy) => {
+                let appended = CurrentModel {
+                    sequence: self.last_sequence().await? + 1,
+                    ..legacy.clone()
+                };
+                self.record(&appended).await?;
+                appended.sequence
+            }
+            // No pointer (none yet, or deleted to serve ImageNet): after the history's end.
+            None => self.last_sequence().await?,
+        };
+        let sequence = previous_sequence + 1;
         let next = CurrentModel {
             model_id: request.model_id.to_owned(),
             head_key: layout::model_file_key(request.model_id, HEAD_FILE),
             updated_at: now_rfc3339(),
-            sequence: previous.map_or(0, |p| p.sequence) + 1,
+            sequence,
             previous_model_id: previous.map(|p| p.model_id.clone()),
             action: request.action,
             changed_by: request.changed_by.to_owned(),
@@ -102,6 +118,25 @@ impl<'a> Registry<'a> {
             .put_json_if_absent(self.bucket, &key, entry)
             .await
             .map(drop)
+    }
+
+    /// The highest sequence in the history (0 when it is empty).
+    async fn last_sequence(&self) -> Result<u64> {
+        let listed = self
+            .store
+            .list(self.bucket, layout::MODEL_HISTORY_PREFIX)
+            .await?;
+        Ok(listed
+            .iter()
+            .filter_map(|o| {
+                o.key
+                    .strip_prefix(layout::MODEL_HISTORY_PREFIX)?
+                    .strip_suffix(layout::JSON_SUFFIX)?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0))
     }
 
     /// Every change of the serving model, oldest first.
@@ -212,9 +247,13 @@ impl<'a> Registry<'a> {
                     "no trained model serves yet: there is nothing to roll back".to_owned(),
                 ));
             };
-            if current.document.sequence > 0 {
-                self.record(&current.document).await?;
+            if current.document.sequence == 0 {
+                return Err(PipelineError::ModelChangeRefused(format!(
+                    "models/current.json ({}) predates the model history: there is no record of the model it replaced; promote one by id instead",
+                    current.document.model_id
+                )));
             }
+            self.record(&current.document).await?;
             let stack = serving_stack(&self.history().await?);
             let Some(target) = stack.len().checked_sub(2).map(|i| stack[i].clone()) else {
                 return Err(PipelineError::ModelChangeRefused(format!(

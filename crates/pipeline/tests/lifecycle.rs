@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use common::stack::{INPUT, RESULTS, Stack, stack};
@@ -13,24 +14,25 @@ use pipeline::documents::{
 };
 use pipeline::handlers::RecordOutcome;
 use pipeline::registry::{ChangeRequest, Registry};
-use pipeline::{TrainerOptions, layout};
+use pipeline::{PipelineError, TrainerOptions, layout};
 use serde_json::json;
 
 const DIGITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../demo/dataset");
 const NEW_DIGITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../demo/new-images");
 
-/// Uploads the first `per_label` digit images of each of `labels` as dataset `name`.
-async fn upload_digits(stack: &Stack, name: &str, labels: &[&str], per_label: usize) {
+/// Uploads the digit images at `positions` (in file-name order) of each of `labels` as dataset
+/// `name`.
+async fn upload_digits(stack: &Stack, name: &str, labels: &[&str], positions: Range<usize>) {
     for label in labels {
         let mut files: Vec<_> = std::fs::read_dir(format!("{DIGITS}/{label}"))
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();
         files.sort();
-        for path in files.into_iter().take(per_label) {
+        for path in &files[positions.clone()] {
             let file = path.file_name().unwrap().to_string_lossy().into_owned();
             let key = format!("datasets/{name}/{label}/{file}");
-            stack.put(INPUT, &key, std::fs::read(&path).unwrap()).await;
+            stack.put(INPUT, &key, std::fs::read(path).unwrap()).await;
         }
     }
 }
@@ -75,9 +77,11 @@ async fn history(stack: &Stack) -> Vec<CurrentModel> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn champion_and_challenger_meet_on_the_same_held_out_images() {
     let stack = stack(TrainerOptions::default()).await;
-    upload_digits(&stack, "digits", &ALL, 12).await;
-    upload_digits(&stack, "digits-small", &ALL, 4).await;
-    upload_digits(&stack, "digits-three", &["0", "1", "2"], 12).await;
+    // The weak challenger's images are not the first model's: it is scored on images neither
+    // model was trained on.
+    upload_digits(&stack, "digits", &ALL, 0..12).await;
+    upload_digits(&stack, "digits-small", &ALL, 12..18).await;
+    upload_digits(&stack, "digits-three", &["0", "1", "2"], 0..12).await;
 
     // The first model serves: there is nothing to compare it with.
     let first = train(&stack, "first", full_spec("digits", "if_better")).await;
@@ -102,7 +106,10 @@ async fn champion_and_challenger_meet_on_the_same_held_out_images() {
         !promotion.promoted && promotion.serving == "first",
         "{promotion:?}"
     );
-    assert_eq!(promotion.compared_on, 20, "10 digits × 2 held out");
+    assert_eq!(
+        promotion.compared_on, 30,
+        "10 digits × 3 held out, none seen by `first`"
+    );
     assert!(
         promotion.reason.contains("not promoted"),
         "{}",
@@ -128,6 +135,19 @@ async fn champion_and_challenger_meet_on_the_same_held_out_images() {
     assert!(promotion.promoted, "{promotion:?}");
     assert!(promotion.challenger.macro_f1 >= promotion.champion.unwrap().macro_f1);
     assert_eq!(serving(&stack).await.model_id, "better");
+
+    // Retrained on the very images the champion was trained on: nothing fair to compare on.
+    let again = train(&stack, "again", full_spec("digits", "if_better")).await;
+    let promotion = again.promotion.unwrap();
+    assert!(
+        !promotion.promoted && promotion.champion.is_none(),
+        "{promotion:?}"
+    );
+    assert!(
+        promotion.reason.contains("trained on all 30"),
+        "{}",
+        promotion.reason
+    );
 
     // Different labels cannot be compared: only `always` promotes.
     let three = train(&stack, "three", full_spec("digits-three", "if_better")).await;
@@ -166,7 +186,7 @@ async fn champion_and_challenger_meet_on_the_same_held_out_images() {
         .await
         .unwrap();
     let ids: BTreeSet<&str> = versions.iter().map(|v| v.model_id.as_str()).collect();
-    assert_eq!(ids.len(), 7, "{ids:?}");
+    assert_eq!(ids.len(), 8, "{ids:?}");
     let evaluation = stack
         .store
         .get(RESULTS, "models/weak/evaluation.jsonl")
@@ -177,7 +197,7 @@ async fn champion_and_challenger_meet_on_the_same_held_out_images() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 20);
+    assert_eq!(lines.len(), 30);
     let wrong = lines.iter().filter(|l| !l.is_correct()).count();
     let shown: Vec<pipeline::documents::Misclassified> =
         stack.json("models/weak/misclassified.json").await;
@@ -199,7 +219,7 @@ async fn jobs_finishing_together_lose_no_update() {
         ..TrainerOptions::default()
     })
     .await;
-    upload_digits(&stack, "digits", &ALL, 6).await;
+    upload_digits(&stack, "digits", &ALL, 0..6).await;
     let specs = [("left", "digits"), ("right", "digits")];
     for (job_id, dataset) in specs {
         let spec = json!({"dataset": dataset, "promote": "always", "min_images_per_class": 2});
@@ -238,12 +258,53 @@ async fn jobs_finishing_together_lose_no_update() {
     assert_eq!(second.unwrap(), None, "the second saw a stale ETag");
     assert_eq!(serving(&stack).await.model_id, "left");
     assert_eq!(history(&stack).await.len(), 3);
+
+    // A pointer from before there was a history: no rollback from it (nothing says what it
+    // replaced), but the next change appends it, so a rollback can return to it.
+    let sha = vision::BUNDLED_MODEL_SHA256;
+    let legacy = json!({
+        "model_id": "right", "head_key": "models/right/head.json",
+        "updated_at": "2026-01-01T00:00:00Z"
+    });
+    stack
+        .put(
+            RESULTS,
+            layout::CURRENT_MODEL_KEY,
+            legacy.to_string().into_bytes(),
+        )
+        .await;
+    match registry.rollback(sha).await {
+        Err(PipelineError::ModelChangeRefused(message)) => {
+            assert!(message.contains("predates"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let promoted = registry.promote("left", sha).await.unwrap();
+    assert_eq!(promoted.sequence, 5);
+    assert_eq!(promoted.previous_model_id.as_deref(), Some("right"));
+    assert_eq!(history(&stack).await[3].model_id, "right");
+    assert_eq!(registry.rollback(sha).await.unwrap().model_id, "right");
+
+    // A deleted pointer (ImageNet serves again): the next change continues the history.
+    stack
+        .store
+        .delete(RESULTS, layout::CURRENT_MODEL_KEY)
+        .await
+        .unwrap();
+    let restarted = registry
+        .change(None, &request("left"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(restarted.sequence, 7);
+    let sequences: Vec<u64> = history(&stack).await.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, [1, 2, 3, 4, 5, 6, 7]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thresholds_from_validation_mark_uncertain_predictions_for_review() {
     let stack = stack(TrainerOptions::default()).await;
-    upload_digits(&stack, "digits", &ALL, 12).await;
+    upload_digits(&stack, "digits", &ALL, 0..12).await;
     train(&stack, "calibrated", full_spec("digits", "if_better")).await;
     let head: vision::HeadDocument = stack.json("models/calibrated/head.json").await;
     let thresholds = head

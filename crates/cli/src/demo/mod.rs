@@ -8,6 +8,8 @@ mod progress;
 mod setup;
 mod summary;
 
+use std::collections::HashMap;
+use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -26,9 +28,10 @@ pub(crate) use setup::sdk_config;
 
 /// The dataset name the demo trains on.
 const DATASET: &str = "digits";
-/// The weaker challenger's dataset: the first [`WEAK_IMAGES_PER_LABEL`] images of each digit.
+/// How many images of each digit the main job trains on; the rest of each digit's images are
+/// the weaker challenger's dataset, so the serving model has never seen them.
+const MAIN_IMAGES_PER_LABEL: usize = 24;
 const WEAK_DATASET: &str = "digits-small";
-const WEAK_IMAGES_PER_LABEL: usize = 4;
 
 /// Objects to upload: key and bytes.
 type Uploads = Vec<(String, Vec<u8>)>;
@@ -118,10 +121,10 @@ async fn demo(args: &DemoArgs) -> Result<()> {
     let job_id = setup::new_job_id();
     let spec = serde_json::json!({ "dataset": DATASET, "notify": [args.notify] });
     let mut uploads = setup::demo_files("photos", &format!("{IMAGES_PREFIX}photos/"))?;
-    uploads.extend(setup::demo_files(
-        "dataset",
-        &layout::dataset_prefix(DATASET),
-    )?);
+    uploads.extend(per_label(
+        &setup::demo_files("dataset", &layout::dataset_prefix(DATASET))?,
+        ..MAIN_IMAGES_PER_LABEL,
+    ));
     uploads.push((
         layout::job_spec_key(&job_id),
         serde_json::to_vec_pretty(&spec)?,
@@ -177,10 +180,10 @@ fn weak_challenger(job_id: &str, notify: &str) -> Result<(String, Uploads)> {
         "validation_split": 0.5,
         "min_images_per_class": 2,
     });
-    let mut weak_uploads = weak_subset(&setup::demo_files(
-        "dataset",
-        &layout::dataset_prefix(WEAK_DATASET),
-    )?);
+    let mut weak_uploads = per_label(
+        &setup::demo_files("dataset", &layout::dataset_prefix(WEAK_DATASET))?,
+        MAIN_IMAGES_PER_LABEL..,
+    );
     weak_uploads.push((
         layout::job_spec_key(&weak_job_id),
         serde_json::to_vec_pretty(&weak_spec)?,
@@ -188,18 +191,18 @@ fn weak_challenger(job_id: &str, notify: &str) -> Result<(String, Uploads)> {
     Ok((weak_job_id, weak_uploads))
 }
 
-/// The first [`WEAK_IMAGES_PER_LABEL`] files of each label folder of `files` (sorted by key).
-fn weak_subset(files: &[(String, Vec<u8>)]) -> Uploads {
+/// The files of each label folder of `files` (sorted by key) whose position in their folder
+/// is in `positions`.
+fn per_label(files: &[(String, Vec<u8>)], positions: impl RangeBounds<usize>) -> Uploads {
+    let mut position_in_folder: HashMap<&str, usize> = HashMap::new();
     let mut kept = Uploads::new();
     for (key, bytes) in files {
         let folder = key.rsplit_once('/').map_or("", |(folder, _)| folder);
-        let taken = kept
-            .iter()
-            .filter(|(k, _)| k.starts_with(&format!("{folder}/")))
-            .count();
-        if taken < WEAK_IMAGES_PER_LABEL {
+        let position = position_in_folder.entry(folder).or_default();
+        if positions.contains(position) {
             kept.push((key.clone(), bytes.clone()));
         }
+        *position += 1;
     }
     kept
 }

@@ -19,7 +19,7 @@ pub use job::{
     ModelScore, PromotePolicy, Promotion, TrainingSummary, is_plausible_address, salvage_notify,
 };
 pub use lease::TrainerLease;
-pub use misclassified::{MISCLASSIFIED_FILE, Misclassified};
+pub use misclassified::{MISCLASSIFIED_FILE, Misclassified, TRAINED_ON_FILE, TrainedOn};
 pub use notification::{NotificationRecord, NotificationState};
 pub use prediction::{IMAGENET_MODEL, NO_MODEL, PredictionDocument};
 pub use review::ReviewEntry;
@@ -50,6 +50,9 @@ impl Document for NotificationRecord {
 }
 impl Document for Vec<Misclassified> {
     const NAME: &'static str = "misclassified.json";
+}
+impl Document for TrainedOn {
+    const NAME: &'static str = "trained-on.json";
 }
 impl Document for ReviewEntry {
     const NAME: &'static str = "review entry";

@@ -19,7 +19,7 @@ use crate::launcher::TrainerLauncher;
 use crate::layout::{self, InputKey};
 use crate::loading::BackboneLoader;
 use crate::observe;
-use crate::predictions::write_prediction;
+use crate::predictions::{PredictionWrite, write_prediction};
 use crate::store::{JSON_CONTENT_TYPE, Object, S3Store};
 
 /// How many classes a prediction lists.
@@ -179,26 +179,18 @@ impl UploadTrigger {
         let document = prediction_document(object, model_id.clone(), source_etag, classified);
         let bucket = &self.config.results_bucket;
         let key = layout::prediction_key(path);
-        // The review entry goes first: a retry after a failed prediction write redoes both,
-        // while one after a failed review write would find the prediction and stop.
-        if let (Some(false), Some(threshold)) = (document.confident, document.threshold) {
-            let entry = ReviewEntry {
-                source_key: document.source_key.clone(),
-                source_etag: document.source_etag.clone(),
-                model_id: document.model_id.clone(),
-                top: document.top.clone(),
-                threshold,
-                prediction_key: key.clone(),
-                created_at: now_rfc3339(),
-            };
-            self.store
-                .put_json(bucket, &layout::review_key(path), &entry)
-                .await?;
-        }
-        if !write_prediction(&self.store, bucket, &key, &document).await? {
-            return Ok(RecordOutcome::AlreadyPredicted {
-                key: object.key.clone(),
-            });
+        match write_prediction(&self.store, bucket, &key, &document).await? {
+            PredictionWrite::Written => self.queue_for_review(&document, &key, path).await?,
+            PredictionWrite::Kept(existing) => {
+                // The stored prediction stands, and so does its review entry: written again in
+                // case the first attempt stopped between the two writes.
+                if let Some(existing) = existing {
+                    self.queue_for_review(&existing, &key, path).await?;
+                }
+                return Ok(RecordOutcome::AlreadyPredicted {
+                    key: object.key.clone(),
+                });
+            }
         }
         record_metrics(&document);
         Ok(match &document.error {
@@ -215,6 +207,34 @@ impl UploadTrigger {
 
     /// The image version the event announced: refused from the event's size alone, read with
     /// `If-Match` on the event's ETag, or found replaced by a newer version.
+    /// Writes `review/<path>.json` for a prediction whose top label is below its threshold.
+    async fn queue_for_review(
+        &self,
+        prediction: &PredictionDocument,
+        prediction_key: &str,
+        path: &str,
+    ) -> Result<()> {
+        let (Some(false), Some(threshold)) = (prediction.confident, prediction.threshold) else {
+            return Ok(());
+        };
+        let entry = ReviewEntry {
+            source_key: prediction.source_key.clone(),
+            source_etag: prediction.source_etag.clone(),
+            model_id: prediction.model_id.clone(),
+            top: prediction.top.clone(),
+            threshold,
+            prediction_key: prediction_key.to_owned(),
+            created_at: now_rfc3339(),
+        };
+        self.store
+            .put_json(
+                &self.config.results_bucket,
+                &layout::review_key(path),
+                &entry,
+            )
+            .await
+    }
+
     async fn fetch_image(&self, object: &CreatedObject) -> Result<Fetched> {
         if let Some(error) = object
             .size

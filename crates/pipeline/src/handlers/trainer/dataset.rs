@@ -15,6 +15,9 @@ pub(super) struct DatasetEntry {
     pub(super) key: String,
     pub(super) label: String,
     pub(super) cache_key: String,
+    /// The listed version's ETag and size: what was extracted.
+    pub(super) etag: String,
+    pub(super) size: u64,
 }
 
 impl Trainer {
@@ -44,6 +47,8 @@ impl Trainer {
                         &spec.dataset,
                         &object.etag,
                     ),
+                    etag: object.etag.clone(),
+                    size: object.size,
                 })
             })
             .collect();

@@ -3,7 +3,8 @@
 //! so the notifier reads only the results bucket. A thumbnail that cannot be made is left out;
 //! it never fails the job.
 
-use futures::StreamExt;
+use std::collections::HashMap;
+
 use image::ImageEncoder;
 use image::codecs::jpeg::JpegEncoder;
 use tracing::warn;
@@ -28,27 +29,30 @@ pub fn worst_mistakes(evaluated: &[EvaluatedImage]) -> Vec<&EvaluatedImage> {
     wrong
 }
 
-/// Reads each shown mistake from the input bucket, writes its thumbnail and then the list.
+/// Reads each shown mistake from the input bucket — the version that was extracted (`If-Match`
+/// on its ETag; a replaced or oversized image is left out) — and writes its thumbnail, then the
+/// list. `versions` maps each dataset key to its extracted ETag and size.
 pub(super) async fn write(
     store: &S3Store,
     input_bucket: &str,
     results_bucket: &str,
     job_id: &str,
-    evaluated: &[EvaluatedImage],
+    (evaluated, versions): (&[EvaluatedImage], &HashMap<String, (String, u64)>),
 ) -> Result<()> {
-    let shown = worst_mistakes(evaluated);
-    let keys: Vec<String> = shown.iter().map(|e| e.key.clone()).collect();
-    let mut fetched = std::pin::pin!(store.get_many(input_bucket, keys, 4));
-    let mut listed = Vec::with_capacity(shown.len());
-    for (index, image) in shown.into_iter().enumerate() {
-        let Some((_, object)) = fetched.next().await else {
-            break;
+    let limits = DecodeLimits::default();
+    let mut listed = Vec::new();
+    for (index, image) in worst_mistakes(evaluated).into_iter().enumerate() {
+        let Some((etag, size)) = versions.get(&image.key) else {
+            continue;
         };
-        let object = match object {
-            Ok(object) => object,
+        if limits.check_encoded_len(*size).is_err() {
+            continue;
+        }
+        let object = match store.get_if_match(input_bucket, &image.key, etag).await {
+            Ok(Some(object)) => object,
             Err(error) if error.is_transient() => return Err(error),
-            Err(error) => {
-                warn!(key = %image.key, %error, "no thumbnail for a misclassified image");
+            Ok(None) | Err(_) => {
+                warn!(key = %image.key, "no thumbnail: the image changed or is gone");
                 continue;
             }
         };

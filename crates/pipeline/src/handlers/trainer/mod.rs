@@ -9,7 +9,7 @@ mod lease;
 mod misclassified;
 pub mod promotion;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,8 @@ use vision::{BUNDLED_MODEL, Backbone, FeatureSet, TrainedBundle};
 use crate::clock::now_rfc3339;
 use crate::config::Config;
 use crate::documents::{
-    Checkpoint, JobResult, JobSpec, JobStatus, MISCLASSIFIED_FILE, ModelInfo, TrainingSummary,
+    Checkpoint, JobResult, JobSpec, JobStatus, MISCLASSIFIED_FILE, ModelInfo, TRAINED_ON_FILE,
+    TrainedOn, TrainingSummary,
 };
 use crate::error::{PipelineError, Result};
 use crate::launcher::{TrainerEvent, TrainerLauncher};
@@ -126,6 +127,30 @@ struct Trained {
     bundle: TrainedBundle,
     set: FeatureSet,
     backbone: Arc<Backbone>,
+    /// The extracted version of each dataset key: its ETag and size.
+    versions: HashMap<String, (String, u64)>,
+}
+
+impl Trained {
+    /// The ETags of the image versions the shipped head was fitted on: every row when it was
+    /// refitted with the validation split, else the training split.
+    fn trained_on(&self) -> TrainedOn {
+        let held_out: HashSet<usize> = if self.bundle.metrics.refitted_with_validation
+            || self.bundle.metrics.evaluated_on != "validation"
+        {
+            HashSet::new()
+        } else {
+            self.bundle.evaluated_rows.iter().copied().collect()
+        };
+        let mut etags: Vec<String> = (0..self.set.len())
+            .filter(|row| !held_out.contains(row))
+            .filter_map(|row| self.versions.get(&self.set.keys[row]))
+            .map(|(etag, _)| etag.clone())
+            .collect();
+        etags.sort();
+        etags.dedup();
+        TrainedOn { etags }
+    }
 }
 
 impl Trainer {
@@ -305,6 +330,10 @@ impl Trainer {
         }
         let extraction = extraction_started.elapsed();
         let set = feature_cache::read(&self.store, &self.config.results_bucket, &entries).await?;
+        let versions: HashMap<String, (String, u64)> = entries
+            .into_iter()
+            .map(|e| (e.key, (e.etag, e.size)))
+            .collect();
         let config = spec.train_config();
         let extraction_ms = extraction.as_secs_f64() * 1000.0;
         let progress = self.options.progress.clone();
@@ -331,6 +360,7 @@ impl Trainer {
                 bundle,
                 set,
                 backbone,
+                versions,
             })
         })
         .await??;
@@ -393,22 +423,27 @@ impl Trainer {
                 .await?;
             files.push(name.to_owned());
         }
+        let trained_on_key = layout::model_file_key(job_id, TRAINED_ON_FILE);
+        self.store
+            .put_json(bucket, &trained_on_key, &trained.trained_on())
+            .await?;
+        files.push(TRAINED_ON_FILE.to_owned());
         misclassified::write(
             &self.store,
             &self.config.input_bucket,
             bucket,
             job_id,
-            &bundle.evaluated,
+            (&bundle.evaluated, &trained.versions),
         )
         .await?;
-        let promotion = promotion::promote(
-            &self.store,
-            bucket,
-            job_id,
-            spec.promote,
-            (bundle, &trained.set, &trained.backbone),
-        )
-        .await?;
+        let promotion =
+            match promotion::promote(&self.store, bucket, job_id, spec.promote, trained).await {
+                Ok(promotion) => promotion,
+                Err(error) if error.is_transient() => return Err(error),
+                // The model trained fine: a pointer that cannot be read or changed keeps it out of
+                // service, not out of the bucket, and the result says why.
+                Err(error) => promotion::not_decided(job_id, spec.promote, bundle, &error),
+            };
         info!(job_id, promoted = promotion.promoted, reason = %promotion.reason, "promotion decided");
         files.push(MISCLASSIFIED_FILE.to_owned());
         let result = JobResult {

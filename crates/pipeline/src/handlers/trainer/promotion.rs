@@ -3,12 +3,18 @@
 //! features already extracted, so comparing costs no inference — then promoted per the spec's
 //! `promote` through the registry's conditional write.
 
-use vision::{Backbone, FeatureSet, HeadDocument, TrainedBundle, score_head};
+use std::collections::HashSet;
+
+use vision::{HeadDocument, TrainedBundle, evaluate, score_head};
+
+use super::Trained;
 
 use crate::documents::{
     CurrentModel, IMAGENET_MODEL, ModelChange, ModelScore, PromotePolicy, Promotion,
+    TRAINED_ON_FILE, TrainedOn,
 };
 use crate::error::{PipelineError, Result};
+use crate::layout;
 use crate::registry::{ChangeRequest, Registry};
 use crate::store::{S3Store, Stored};
 
@@ -20,18 +26,19 @@ const ATTEMPTS: usize = 5;
 pub enum Champion {
     /// Nothing trained serves (ImageNet classes).
     None,
-    /// Scored on the challenger's held-out images.
-    Scored(ModelScore),
+    /// Both scored on the same held-out images of the job, none of which the champion was
+    /// trained on: `images` of them.
+    Scored {
+        champion: ModelScore,
+        challenger: ModelScore,
+        images: usize,
+    },
     /// Serving, but the two cannot be compared, and why.
     NotComparable { model_id: String, why: String },
 }
 
 /// The decision for `policy`: promoted or not, and why, in one sentence.
-pub fn decide(
-    policy: PromotePolicy,
-    challenger: &ModelScore,
-    champion: &Champion,
-) -> (bool, String) {
+pub fn decide(policy: PromotePolicy, champion: &Champion) -> (bool, String) {
     use PromotePolicy::*;
     match (policy, champion) {
         (Never, _) => (
@@ -46,9 +53,9 @@ pub fn decide(
             false,
             format!("not promoted: it cannot be compared with the serving model {model_id} ({why}); use `promote: always` to replace it anyway"),
         ),
-        (IfBetter, Champion::Scored(champion)) => {
+        (IfBetter, Champion::Scored { champion, challenger, images }) => {
             let comparison = format!(
-                "macro-F1 {:.3} against the serving model {}'s {:.3} on the same held-out images",
+                "macro-F1 {:.3} against the serving model {}'s {:.3} on the same {images} held-out images, none of which it was trained on",
                 challenger.macro_f1, champion.model_id, champion.macro_f1
             );
             if challenger.macro_f1 >= champion.macro_f1 {
@@ -66,17 +73,10 @@ pub(super) async fn promote(
     bucket: &str,
     job_id: &str,
     policy: PromotePolicy,
-    trained: (&TrainedBundle, &FeatureSet, &Backbone),
+    trained: &Trained,
 ) -> Result<Promotion> {
-    let bundle = trained.0;
     let registry = Registry::new(store, bucket);
-    let evaluation = &bundle.metrics.evaluation;
-    let challenger = ModelScore {
-        model_id: job_id.to_owned(),
-        accuracy: evaluation.accuracy,
-        macro_f1: evaluation.macro_f1,
-    };
-    let compared_on = bundle.evaluated_rows.len();
+    let whole = challenger_score(job_id, &trained.bundle);
     for _ in 0..ATTEMPTS {
         let current = registry.serving().await?;
         if let Some(current) = &current
@@ -87,17 +87,19 @@ pub(super) async fn promote(
                 policy,
                 promoted: true,
                 reason: "promoted (already serving: a retried invocation)".to_owned(),
-                challenger,
+                challenger: whole,
                 champion: None,
-                compared_on,
+                compared_on: trained.bundle.evaluated_rows.len(),
                 serving: job_id.to_owned(),
             });
         }
         let champion = match &current {
             None => Champion::None,
-            Some(current) => score_champion(store, bucket, &current.document, trained).await?,
+            Some(current) => {
+                score_champion(store, bucket, job_id, &current.document, trained).await?
+            }
         };
-        let (promoted, reason) = decide(policy, &challenger, &champion);
+        let (promoted, reason) = decide(policy, &champion);
         let serving = if promoted {
             let request = ChangeRequest {
                 model_id: job_id,
@@ -112,9 +114,13 @@ pub(super) async fn promote(
         } else {
             serving_id(current.as_ref())
         };
-        let champion = match champion {
-            Champion::Scored(score) => Some(score),
-            _ => None,
+        let (challenger, champion, compared_on) = match champion {
+            Champion::Scored {
+                champion,
+                challenger,
+                images,
+            } => (challenger, Some(champion), images),
+            _ => (whole, None, trained.bundle.evaluated_rows.len()),
         };
         return Ok(Promotion {
             policy,
@@ -131,6 +137,35 @@ pub(super) async fn promote(
     )))
 }
 
+/// The decision when none could be made (the pointer cannot be read or keeps changing): not
+/// promoted, and why. The model is kept; `lambda-vision models promote` can serve it later.
+pub(super) fn not_decided(
+    job_id: &str,
+    policy: PromotePolicy,
+    bundle: &TrainedBundle,
+    error: &PipelineError,
+) -> Promotion {
+    Promotion {
+        policy,
+        promoted: false,
+        reason: format!("not promoted: {error}"),
+        challenger: challenger_score(job_id, bundle),
+        champion: None,
+        compared_on: 0,
+        serving: "unknown".to_owned(),
+    }
+}
+
+/// The job's model on all of its held-out images.
+fn challenger_score(job_id: &str, bundle: &TrainedBundle) -> ModelScore {
+    let evaluation = &bundle.metrics.evaluation;
+    ModelScore {
+        model_id: job_id.to_owned(),
+        accuracy: evaluation.accuracy,
+        macro_f1: evaluation.macro_f1,
+    }
+}
+
 fn serving_id(current: Option<&Stored<CurrentModel>>) -> String {
     current.map_or_else(
         || IMAGENET_MODEL.to_owned(),
@@ -138,13 +173,16 @@ fn serving_id(current: Option<&Stored<CurrentModel>>) -> String {
     )
 }
 
-/// The serving model's head on the challenger's held-out images, or why it cannot be.
+/// The serving model's head and the job's model on the job's held-out images the serving
+/// model was not trained on, or why the two cannot be compared.
 async fn score_champion(
     store: &S3Store,
     bucket: &str,
+    job_id: &str,
     current: &CurrentModel,
-    (bundle, set, backbone): (&TrainedBundle, &FeatureSet, &Backbone),
+    trained: &Trained,
 ) -> Result<Champion> {
+    let bundle = &trained.bundle;
     let not_comparable = |why: String| {
         Ok(Champion::NotComparable {
             model_id: current.model_id.clone(),
@@ -162,7 +200,7 @@ async fn score_champion(
         Err(error) if error.is_transient() => return Err(error),
         Err(error) => return not_comparable(format!("its head cannot be read: {error}")),
     };
-    let head = match document.head_for(backbone) {
+    let head = match document.head_for(&trained.backbone) {
         Ok(head) => head,
         Err(error) => return not_comparable(format!("another backbone or input size: {error}")),
     };
@@ -177,14 +215,58 @@ async fn score_champion(
             ours.join(", ")
         ));
     }
-    match score_head(&head, set, &bundle.evaluated_rows) {
-        Some(evaluation) => Ok(Champion::Scored(ModelScore {
-            model_id: current.model_id.clone(),
-            accuracy: evaluation.accuracy,
-            macro_f1: evaluation.macro_f1,
-        })),
-        None => not_comparable("different labels".to_owned()),
+    // Only images the champion never saw: scored on its own training images it would win.
+    let seen: HashSet<String> = store
+        .get_json_lenient::<TrainedOn>(
+            bucket,
+            &layout::model_file_key(&current.model_id, TRAINED_ON_FILE),
+        )
+        .await?
+        .and_then(|stored| stored.document)
+        .map(|trained_on| trained_on.etags.into_iter().collect())
+        .unwrap_or_default();
+    let unseen: Vec<usize> = (0..bundle.evaluated_rows.len())
+        .filter(|&i| {
+            let key = &trained.set.keys[bundle.evaluated_rows[i]];
+            trained
+                .versions
+                .get(key)
+                .is_none_or(|(etag, _)| !seen.contains(etag))
+        })
+        .collect();
+    if unseen.is_empty() {
+        return not_comparable(format!(
+            "it was trained on all {} of this job's held-out images",
+            bundle.evaluated_rows.len()
+        ));
     }
+    let rows: Vec<usize> = unseen.iter().map(|&i| bundle.evaluated_rows[i]).collect();
+    let Some(theirs) = score_head(&head, &trained.set, &rows) else {
+        return not_comparable("different labels".to_owned());
+    };
+    let labels = &bundle.head.labels;
+    let index = |label: &str| labels.iter().position(|l| l == label).unwrap_or_default();
+    let (truth, predicted): (Vec<usize>, Vec<usize>) = unseen
+        .iter()
+        .map(|&i| {
+            let image = &bundle.evaluated[i];
+            (index(&image.truth), index(&image.predicted))
+        })
+        .unzip();
+    let ours = evaluate(&truth, &predicted, labels);
+    Ok(Champion::Scored {
+        champion: ModelScore {
+            model_id: current.model_id.clone(),
+            accuracy: theirs.accuracy,
+            macro_f1: theirs.macro_f1,
+        },
+        challenger: ModelScore {
+            model_id: job_id.to_owned(),
+            accuracy: ours.accuracy,
+            macro_f1: ours.macro_f1,
+        },
+        images: rows.len(),
+    })
 }
 
 #[cfg(test)]
@@ -199,36 +281,36 @@ mod tests {
         }
     }
 
+    fn scored(challenger: f64, champion: f64) -> Champion {
+        Champion::Scored {
+            champion: score("old", champion),
+            challenger: score("new", challenger),
+            images: 20,
+        }
+    }
+
     #[test]
     fn if_better_promotes_ties_and_wins_only() {
-        let challenger = score("new", 0.8);
         let policy = PromotePolicy::IfBetter;
-        assert!(decide(policy, &challenger, &Champion::Scored(score("old", 0.8))).0);
-        assert!(decide(policy, &challenger, &Champion::Scored(score("old", 0.7))).0);
-        let (promoted, reason) = decide(policy, &challenger, &Champion::Scored(score("old", 0.9)));
+        assert!(decide(policy, &scored(0.8, 0.8)).0);
+        assert!(decide(policy, &scored(0.8, 0.7)).0);
+        let (promoted, reason) = decide(policy, &scored(0.8, 0.9));
         assert!(!promoted);
         assert!(reason.contains("0.800") && reason.contains("0.900") && reason.contains("old"));
-        assert!(decide(policy, &challenger, &Champion::None).0);
+        assert!(reason.contains("20 held-out images"), "{reason}");
+        assert!(decide(policy, &Champion::None).0);
     }
 
     #[test]
     fn not_comparable_needs_always() {
-        let challenger = score("new", 0.8);
         let champion = Champion::NotComparable {
             model_id: "old".to_owned(),
             why: "different labels".to_owned(),
         };
-        let (promoted, reason) = decide(PromotePolicy::IfBetter, &challenger, &champion);
+        let (promoted, reason) = decide(PromotePolicy::IfBetter, &champion);
         assert!(!promoted && reason.contains("different labels"), "{reason}");
-        assert!(decide(PromotePolicy::Always, &challenger, &champion).0);
-        assert!(!decide(PromotePolicy::Never, &challenger, &Champion::None).0);
-        assert!(
-            decide(
-                PromotePolicy::Always,
-                &challenger,
-                &Champion::Scored(score("old", 1.0))
-            )
-            .0
-        );
+        assert!(decide(PromotePolicy::Always, &champion).0);
+        assert!(!decide(PromotePolicy::Never, &Champion::None).0);
+        assert!(decide(PromotePolicy::Always, &scored(0.1, 1.0)).0);
     }
 }
