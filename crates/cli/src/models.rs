@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use futures::StreamExt;
-use pipeline::documents::{IMAGENET_MODEL, ReviewEntry};
+use pipeline::documents::{CurrentModel, IMAGENET_MODEL, ReviewEntry};
 use pipeline::registry::{ModelVersion, Registry};
 use pipeline::{S3Store, layout};
 
@@ -60,34 +60,31 @@ pub fn models(command: &ModelsCommand) -> Result<()> {
                 let changed = registry
                     .promote(model_id, vision::BUNDLED_MODEL_SHA256)
                     .await?;
-                println!(
-                    "serving {} (was {}); history entry {}",
-                    changed.model_id,
-                    changed
-                        .previous_model_id
-                        .as_deref()
-                        .unwrap_or(IMAGENET_MODEL),
-                    changed.sequence
-                );
+                print_change("", &changed);
                 Ok(())
             }
             ModelsCommand::Rollback(stack) => {
                 let store = stack.store().await;
                 let registry = Registry::new(&store, &stack.results_bucket);
                 let changed = registry.rollback(vision::BUNDLED_MODEL_SHA256).await?;
-                println!(
-                    "rolled back: serving {} (was {}); history entry {}",
-                    changed.model_id,
-                    changed
-                        .previous_model_id
-                        .as_deref()
-                        .unwrap_or(IMAGENET_MODEL),
-                    changed.sequence
-                );
+                print_change("rolled back: ", &changed);
                 Ok(())
             }
         }
     })
+}
+
+/// One line for a change of the serving model: what serves now, what did before.
+fn print_change(prefix: &str, changed: &CurrentModel) {
+    println!(
+        "{prefix}serving {} (was {}); history entry {}",
+        changed.model_id,
+        changed
+            .previous_model_id
+            .as_deref()
+            .unwrap_or(IMAGENET_MODEL),
+        changed.sequence
+    );
 }
 
 pub fn review(command: &ReviewCommand) -> Result<()> {

@@ -40,3 +40,22 @@ pub struct PredictionDocument {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
 }
+
+impl PredictionDocument {
+    /// A prediction for one image version with nothing in it yet: the caller adds the classes
+    /// or the error.
+    pub fn empty(source_key: String, source_etag: Option<String>, model_id: String) -> Self {
+        PredictionDocument {
+            source_key,
+            source_etag,
+            model_id,
+            top: Vec::new(),
+            width: None,
+            height: None,
+            timings_ms: None,
+            threshold: None,
+            confident: None,
+            error: None,
+        }
+    }
+}

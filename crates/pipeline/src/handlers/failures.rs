@@ -119,16 +119,12 @@ impl FailureRecorder {
         match InputKey::parse(&object.key) {
             Ok(InputKey::Image { path }) => {
                 let document = PredictionDocument {
-                    source_key: object.key.clone(),
-                    source_etag: object.etag.clone(),
-                    model_id: NO_MODEL.to_owned(),
-                    top: Vec::new(),
-                    width: None,
-                    height: None,
-                    timings_ms: None,
-                    threshold: None,
-                    confident: None,
                     error: Some(cause),
+                    ..PredictionDocument::empty(
+                        object.key.clone(),
+                        object.etag.clone(),
+                        NO_MODEL.to_owned(),
+                    )
                 };
                 let key = layout::prediction_key(&path);
                 let bucket = &self.config.results_bucket;

@@ -253,9 +253,7 @@ impl Notifier {
             raw,
         })
     }
-}
 
-impl Notifier {
     /// The thumbnails the trainer made of the model's misclassified held-out images; any that
     /// cannot be read are left out of the report (it is sent regardless).
     async fn mistakes(&self, job_id: &str) -> Result<Vec<Thumbnail>> {

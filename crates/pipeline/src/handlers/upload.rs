@@ -387,18 +387,7 @@ fn prediction_document(
     source_etag: Option<String>,
     classified: Result<(Classification, Option<f32>)>,
 ) -> PredictionDocument {
-    let mut document = PredictionDocument {
-        source_key: object.key.clone(),
-        source_etag,
-        model_id,
-        top: Vec::new(),
-        width: None,
-        height: None,
-        timings_ms: None,
-        threshold: None,
-        confident: None,
-        error: None,
-    };
+    let mut document = PredictionDocument::empty(object.key.clone(), source_etag, model_id);
     match classified {
         Ok((classification, threshold)) => {
             document.threshold = threshold;
