@@ -120,8 +120,43 @@ fn build(variant: &str) -> Result<Arc<TypedRunnableModel>> {
         "shipped" => vision::Backbone::bundled()?.plan().clone(),
         // The ONNX, parsed and fully optimised at load.
         "onnx" => typed()?.into_optimized()?.into_runnable()?,
+        // The ONNX decluttered, stride-2 depthwise layers made stride 1 + subsampling, codegen.
+        "unstrided" => {
+            let mut model = typed()?.into_decluttered()?;
+            let rewritten = unstride_depthwise(&mut model)?;
+            anyhow::ensure!(
+                rewritten == 4,
+                "expected 4 stride-2 depthwise layers, found {rewritten}"
+            );
+            model.optimize()?;
+            model.into_runnable()?
+        }
+        // The ONNX decluttered then codegen only (what "unstrided" is without the rewrite).
+        "decluttered" => {
+            let mut model = typed()?.into_decluttered()?;
+            model.optimize()?;
+            model.into_runnable()?
+        }
         // The shipped NNEF, decluttered again before codegen.
         "nnef-declutter" => nnef()?.into_optimized()?.into_runnable()?,
+        // The shipped NNEF with tract's channels-last rewrite applied at load.
+        "shipped-nhwc" => {
+            let mut model = nnef()?;
+            let transform = tract_onnx::tract_core::transform::get_transform("conv_nhwc")?
+                .context("conv_nhwc is registered")?;
+            model.transform(&*transform)?;
+            model.optimize()?;
+            model.into_runnable()?
+        }
+        // The shipped NNEF, channels-last at load, decluttered again, codegen. (Writing the
+        // channels-last model as NNEF fails in tract 0.23.9: "Translating model to proto_model".)
+        "shipped-nhwc-declutter" => {
+            let mut model = nnef()?;
+            let transform = tract_onnx::tract_core::transform::get_transform("conv_nhwc")?
+                .context("conv_nhwc is registered")?;
+            model.transform(&*transform)?;
+            model.into_optimized()?.into_runnable()?
+        }
         // tract's channels-last rewrite of every convolution.
         "nhwc" => {
             let mut model = typed()?;
@@ -162,10 +197,69 @@ fn build(variant: &str) -> Result<Arc<TypedRunnableModel>> {
             model.into_runnable()?
         }
         other => {
-            anyhow::bail!("unknown variant {other}: shipped, onnx, nnef-declutter, nhwc or split")
+            anyhow::bail!(
+                "unknown variant {other}: shipped, onnx, decluttered, unstrided, nnef-declutter, shipped-nhwc, shipped-nhwc-declutter, nhwc or split"
+            )
         }
     };
     Ok(plan)
+}
+
+/// Experiment (not adopted, see docs/performance.md): every stride-2 depthwise convolution as
+/// a stride-1 one followed by keeping every other row and column, so tract's vectorised
+/// stride-1 kernel runs it. Exact for explicit padding: a stride-1 output of length `L`
+/// subsampled from 0 has `ceil(L / 2)` values, and value `2i` is the stride-2 output's `i`.
+/// Only codegen may follow: decluttering folds the subsampling back into the convolution.
+fn unstride_depthwise(model: &mut TypedModel) -> Result<usize> {
+    use tract_onnx::tract_core::ops::Downsample;
+    use tract_onnx::tract_core::ops::cnn::{Conv, PaddingSpec};
+
+    let is_strided_depthwise = |conv: &Conv| {
+        let spec = &conv.pool_spec;
+        conv.q_params.is_none()
+            && conv.group > 1
+            && conv.group == spec.input_channels
+            && conv.group == spec.output_channels
+            && spec.strides().iter().all(|&s| s == 2)
+            && spec.dilations().iter().all(|&d| d == 1)
+            && matches!(spec.padding, PaddingSpec::Explicit(..))
+    };
+    let candidates: Vec<usize> = model
+        .eval_order()?
+        .into_iter()
+        .filter(|&id| {
+            model
+                .node(id)
+                .op_as::<Conv>()
+                .is_some_and(is_strided_depthwise)
+        })
+        .collect();
+    for &id in &candidates {
+        let node = model.node(id).clone();
+        let conv = node.op_as::<Conv>().context("a convolution")?;
+        let input_fact = model.outlet_fact(node.inputs[0])?.clone();
+        let first_spatial_axis = conv
+            .pool_spec
+            .data_format
+            .shape(input_fact.shape.to_tvec())?
+            .h_axis();
+        let mut unstrided = conv.clone();
+        unstrided.pool_spec.strides = None;
+        let mut patch = TypedModelPatch::new(format!("unstride {}", node.name));
+        let taps = patch.taps(model, &node.inputs)?;
+        let mut wire = patch.wire_node(&*node.name, unstrided, &taps)?[0];
+        for spatial in 0..conv.pool_spec.rank() {
+            wire = patch.wire_node(
+                format!("{}.subsample.{spatial}", node.name),
+                Downsample::new(first_spatial_axis + spatial, 2, 0),
+                &[wire],
+            )?[0];
+        }
+        patch.shunt_outside(model, OutletId::new(id, 0), wire)?;
+        patch.apply(model)?;
+    }
+    model.compact()?;
+    Ok(candidates.len())
 }
 
 fn compare(variants: &str, tensor: &[f32], runs: usize) -> Result<()> {
@@ -176,22 +270,34 @@ fn compare(variants: &str, tensor: &[f32], runs: usize) -> Result<()> {
         let plan = build(variant)?;
         let load = ms(started.elapsed());
         let mut state = plan.spawn()?;
+        let outputs = state.run(tvec![input.clone()])?;
+        let logits: Vec<f32> = outputs[1]
+            .to_plain_array_view::<f32>()?
+            .iter()
+            .copied()
+            .collect();
         for _ in 0..10 {
             state.run(tvec![input.clone()])?;
         }
-        states.push((variant, load, state, Vec::with_capacity(runs)));
+        states.push((variant, load, state, Vec::with_capacity(runs), logits));
     }
     for _ in 0..runs {
-        for (_, _, state, times) in states.iter_mut() {
+        for (_, _, state, times, _) in states.iter_mut() {
             let started = Instant::now();
             state.run(tvec![input.clone()])?;
             times.push(started.elapsed());
         }
     }
-    for (variant, load, _, mut times) in states {
+    let reference = states[0].4.clone();
+    for (variant, load, _, mut times, logits) in states {
         times.sort();
+        let max_diff = logits
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
         println!(
-            "{variant:<10} load {load:7.1} ms  min {:6.2}  median {:6.2}  p90 {:6.2} ms",
+            "{variant:<10} load {load:7.1} ms  min {:6.2}  median {:6.2}  p90 {:6.2} ms  max |Δlogit| vs first {max_diff:.1e}",
             ms(times[0]),
             ms(times[times.len() / 2]),
             ms(times[times.len() * 9 / 10])

@@ -35,6 +35,16 @@ fn main() {
             let decoded = decode(bytes, &limits, pre.resize_short_side()).expect("decodes");
             pre.tensor(&decoded.pixels).expect("preprocesses");
         });
+        let decode_only = median(runs, || {
+            decode(bytes, &limits, pre.resize_short_side()).expect("decodes");
+        });
+        let pure_rust = median(runs, || jpeg_decoder_scaled(bytes, pre.resize_short_side()));
+        println!(
+            "decode {name:<12}            {:>8.2} ms   (libjpeg-turbo; jpeg-decoder at the same scale: {:.2} ms, {:.1}× slower)",
+            ms(decode_only),
+            ms(pure_rust),
+            pure_rust.as_secs_f64() / decode_only.as_secs_f64()
+        );
         let naive = median(runs.min(20), || naive_preprocess(bytes));
         println!(
             "decode+preprocess {name:<12} {:>8.2} ms   (naive image::load + imageops::resize: {:.2} ms, {:.1}× slower)",
@@ -175,6 +185,21 @@ fn twelve_megapixel_jpeg(source: &Path) -> Vec<u8> {
         .write_to(&mut bytes, ImageFormat::Jpeg)
         .expect("encodes");
     bytes.into_inner()
+}
+
+/// The decoder before libjpeg-turbo, and still the fallback: jpeg-decoder at the same DCT scale.
+fn jpeg_decoder_scaled(bytes: &[u8], short_side: u32) {
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder.read_info().expect("a JPEG");
+    let info = decoder.info().expect("read");
+    let wanted = u16::try_from(short_side).expect("small");
+    let request = if info.width <= info.height {
+        (wanted, u16::MAX)
+    } else {
+        (u16::MAX, wanted)
+    };
+    decoder.scale(request.0, request.1).expect("scales");
+    std::hint::black_box(decoder.decode().expect("decodes"));
 }
 
 /// What most code does: decode everything, resize the whole image, then crop.
