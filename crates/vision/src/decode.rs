@@ -283,9 +283,12 @@ const TURBO_SCAN_LIMIT: u32 = 500;
 
 /// The fast path of the fast path: libjpeg-turbo (SIMD Huffman decoding and IDCT) at the scale
 /// jpeg-decoder chose, about twice as fast as jpeg-decoder on a 12 MP photo. Only a clean
-/// decode counts: anything libjpeg-turbo reports, even a warning such as extraneous bytes, and
-/// anything it does not do the same way (CMYK, lossless, another scale) returns `None`, so
-/// jpeg-decoder decodes that file exactly as before and every error stays the error it was.
+/// decode of a file both decoders read alike counts: anything libjpeg-turbo reports, even a
+/// warning such as extraneous bytes, and anything it does not do the same way (see
+/// [`JpegLayout::read`]; CMYK, lossless, another scale or colour space) returns `None`, and
+/// jpeg-decoder decodes that file as before. libjpeg-turbo is more lenient in a few ways
+/// (standard Huffman tables when a file has none, four tables in a baseline file, out-of-order
+/// scan components), so such files now decode, as they do in browsers and Pillow.
 fn decode_jpeg_turbo(
     bytes: &[u8],
     (full_width, full_height): (u32, u32),
@@ -294,11 +297,18 @@ fn decode_jpeg_turbo(
 ) -> Option<Vec<u8>> {
     use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
 
+    let layout = JpegLayout::read(bytes)?;
     let mut decompressor = Decompressor::new().ok()?;
     let header = decompressor.read_header(bytes).ok()?;
     let same_image = (header.width, header.height) == (full_width as usize, full_height as usize);
-    let converts_to_rgb = !matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
-    if !same_image || !converts_to_rgb || header.is_lossless {
+    // The colour space both decoders agree on: libjpeg-turbo trusts JFIF and Adobe markers
+    // before component ids, jpeg-decoder the ids first.
+    let same_colours = match layout.component_ids.as_slice() {
+        [_] => matches!(header.colorspace, Colorspace::Gray),
+        [1, 2, 3] => matches!(header.colorspace, Colorspace::YCbCr),
+        _ => false,
+    };
+    if !same_image || !same_colours || header.is_lossless {
         return None;
     }
     let scale = [8, 4, 2, 1]
@@ -324,6 +334,66 @@ fn decode_jpeg_turbo(
     };
     decompressor.decompress(bytes, image).ok()?;
     Some(pixels)
+}
+
+/// What the marker segments before the first scan say, for the cases where libjpeg-turbo and
+/// jpeg-decoder would not decode alike. Hand-written: neither decoder exposes these facts.
+struct JpegLayout {
+    component_ids: Vec<u8>,
+}
+
+impl JpegLayout {
+    /// `None` unless the file is one libjpeg-turbo decodes exactly as jpeg-decoder would, in
+    /// memory bounded like jpeg-decoder's:
+    /// - a baseline, extended or progressive Huffman frame (SOF0, SOF1, SOF2);
+    /// - EXIF, if any, in one APP1 before the frame (jpeg-decoder's `read_info` sees only that);
+    /// - a sequential frame's first scan has every component: otherwise libjpeg-turbo buffers
+    ///   the whole image's coefficients at full resolution, whatever the scale;
+    /// - no stray restart or TEM markers between segments (jpeg-decoder rejects them).
+    fn read(bytes: &[u8]) -> Option<Self> {
+        let mut rest = bytes.strip_prefix(&[0xFF, 0xD8])?;
+        let mut frame: Option<(u8, Vec<u8>)> = None;
+        let mut exif_segments = 0;
+        loop {
+            let marker_at = rest.iter().position(|&b| b != 0xFF)?;
+            if marker_at == 0 {
+                return None;
+            }
+            let marker = rest[marker_at];
+            let length = rest.get(marker_at + 1..marker_at + 3)?;
+            let length = usize::from(u16::from_be_bytes([length[0], length[1]]));
+            let payload = rest.get(marker_at + 3..marker_at + 1 + length)?;
+            rest = &rest[marker_at + 1 + length..];
+            match marker {
+                0xC0..=0xC2 => {
+                    let count = usize::from(*payload.get(5)?);
+                    let ids = (0..count)
+                        .map(|c| payload.get(6 + 3 * c).copied())
+                        .collect::<Option<Vec<u8>>>()?;
+                    frame = Some((marker, ids));
+                }
+                // Lossless, hierarchical, arithmetic (and its DAC), DNL: jpeg-decoder's own.
+                0xC3..=0xCF | 0xDC if marker != 0xC4 => return None,
+                0xE1 if payload.starts_with(b"Exif\0") => {
+                    exif_segments += 1;
+                    if frame.is_some() || exif_segments > 1 {
+                        return None;
+                    }
+                }
+                0xDA => {
+                    let (sof, component_ids) = frame?;
+                    let scan_components = usize::from(*payload.first()?);
+                    let sequential = sof != 0xC2;
+                    if sequential && scan_components < component_ids.len() {
+                        return None;
+                    }
+                    return Some(JpegLayout { component_ids });
+                }
+                0x00 | 0x01 | 0xD0..=0xD9 => return None,
+                _ => {}
+            }
+        }
+    }
 }
 
 fn jpeg_error(error: jpeg_decoder::Error) -> VisionError {
@@ -485,6 +555,61 @@ mod tests {
             eprintln!("{name}: mean difference {mean_diff:.2}");
             assert!(mean_diff < 3.0, "{name}: mean difference {mean_diff}");
         }
+    }
+
+    /// SOI, then `(marker, payload)` segments, as a JPEG's header is laid out.
+    fn header(segments: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut bytes = vec![0xFF, 0xD8];
+        for (marker, payload) in segments {
+            bytes.extend([0xFF, *marker]);
+            bytes.extend(u16::try_from(payload.len() + 2).unwrap().to_be_bytes());
+            bytes.extend(*payload);
+        }
+        bytes
+    }
+
+    const SOF_YCBCR: &[u8] = &[8, 0, 16, 0, 16, 3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1];
+    const EXIF: &[u8] = b"Exif\0\0II*\0";
+
+    #[test]
+    fn libjpeg_turbo_is_used_only_where_both_decoders_agree() {
+        let all_components = [3, 1, 0, 2, 0x11, 3, 0x11, 0, 63, 0];
+        let ids = |bytes: &[u8]| JpegLayout::read(bytes).map(|layout| layout.component_ids);
+        let plain = header(&[(0xE1, EXIF), (0xC0, SOF_YCBCR), (0xDA, &all_components)]);
+        assert_eq!(ids(&plain), Some(vec![1, 2, 3]));
+        // EXIF after the frame: jpeg-decoder's header pass would not see the orientation.
+        let late_exif = header(&[(0xC0, SOF_YCBCR), (0xE1, EXIF), (0xDA, &all_components)]);
+        assert_eq!(ids(&late_exif), None);
+        let two_exifs = header(&[
+            (0xE1, EXIF),
+            (0xE1, EXIF),
+            (0xC0, SOF_YCBCR),
+            (0xDA, &all_components),
+        ]);
+        assert_eq!(ids(&two_exifs), None);
+        // A sequential frame scanned one component at a time: full-resolution buffers.
+        let one_component = [1, 1, 0, 0, 63, 0];
+        let split_scans = header(&[(0xC0, SOF_YCBCR), (0xDA, &one_component)]);
+        assert_eq!(ids(&split_scans), None);
+        // ...which a progressive frame always has anyway, in both decoders.
+        let progressive = header(&[(0xC2, SOF_YCBCR), (0xDA, &one_component)]);
+        assert_eq!(ids(&progressive), Some(vec![1, 2, 3]));
+        // Arithmetic coding, a stray restart marker, a truncated segment.
+        assert_eq!(
+            ids(&header(&[(0xC9, SOF_YCBCR), (0xDA, &all_components)])),
+            None
+        );
+        let mut stray = header(&[(0xC0, SOF_YCBCR)]);
+        stray.extend([0xFF, 0xD3]);
+        assert_eq!(ids(&stray), None);
+        assert_eq!(ids(&plain[..plain.len() - 4]), None);
+        // Ids other than 1, 2, 3 leave the colour space to each decoder's own rules: declined.
+        let rgb_ids = [
+            8, 0, 16, 0, 16, 3, b'R', 0x11, 0, b'G', 0x11, 1, b'B', 0x11, 1,
+        ];
+        let rgb = header(&[(0xC0, &rgb_ids), (0xDA, &all_components)]);
+        let full = (16, 16);
+        assert!(decode_jpeg_turbo(&rgb, full, full, &DecodeLimits::default()).is_none());
     }
 
     #[test]
