@@ -102,19 +102,23 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// The bundled ONNX at 1×3×224×224, typed, not yet decluttered.
+fn typed() -> TractResult<TypedModel> {
+    tract_onnx::onnx()
+        .model_for_read(&mut Cursor::new(vision::BUNDLED_MODEL))?
+        .with_input_fact(0, f32::fact([1, 3, 224, 224]).into())?
+        .with_outputs_by_name(["features", "logits"])?
+        .into_typed()
+}
+
+/// The shipped NNEF, read as the functions read it.
+fn nnef() -> TractResult<TypedModel> {
+    tract_nnef::nnef()
+        .with_onnx()
+        .model_for_read(&mut Cursor::new(vision::BUNDLED_NNEF))
+}
+
 fn build(variant: &str) -> Result<Arc<TypedRunnableModel>> {
-    let typed = || -> TractResult<TypedModel> {
-        tract_onnx::onnx()
-            .model_for_read(&mut Cursor::new(vision::BUNDLED_MODEL))?
-            .with_input_fact(0, f32::fact([1, 3, 224, 224]).into())?
-            .with_outputs_by_name(["features", "logits"])?
-            .into_typed()
-    };
-    let nnef = || {
-        tract_nnef::nnef()
-            .with_onnx()
-            .model_for_read(&mut Cursor::new(vision::BUNDLED_NNEF))
-    };
     let plan = match variant {
         // What the functions run: the shipped NNEF, codegen only.
         "shipped" => vision::Backbone::bundled()?.plan().clone(),
@@ -185,49 +189,7 @@ fn build(variant: &str) -> Result<Arc<TypedRunnableModel>> {
             model.into_optimized()?.into_runnable()?
         }
         // Where the load time goes, stage by stage (printed to stderr).
-        "split" => {
-            let started = Instant::now();
-            let proto =
-                tract_onnx::onnx().proto_model_for_read(&mut Cursor::new(vision::BUNDLED_MODEL))?;
-            let parsed = ms(started.elapsed());
-            let model = tract_onnx::onnx()
-                .model_for_proto_model(&proto)?
-                .with_input_fact(0, f32::fact([1, 3, 224, 224]).into())?
-                .with_outputs_by_name(["features", "logits"])?
-                .into_typed()?;
-            let typed_at = ms(started.elapsed());
-            let mut model = model.into_decluttered()?;
-            let decluttered = ms(started.elapsed());
-            model.optimize()?;
-            eprintln!(
-                "onnx: protobuf {parsed:.1} ms, to typed {:.1} ms, declutter {:.1} ms, codegen {:.1} ms",
-                typed_at - parsed,
-                decluttered - typed_at,
-                ms(started.elapsed()) - decluttered
-            );
-            let started = Instant::now();
-            let core_only = tract_nnef::nnef();
-            let core_ms = ms(started.elapsed());
-            drop(core_only);
-            let started = Instant::now();
-            let framework = tract_nnef::nnef().with_onnx();
-            let registries = ms(started.elapsed());
-            eprintln!(
-                "nnef framework: core registry {core_ms:.1} ms, with onnx {registries:.1} ms"
-            );
-            let proto = framework.proto_model_for_read(&mut Cursor::new(vision::BUNDLED_NNEF))?;
-            let parsed = ms(started.elapsed());
-            let mut model = framework.model_for_proto_model(&proto)?;
-            let read = ms(started.elapsed());
-            model.optimize()?;
-            eprintln!(
-                "nnef: read {read:.1} ms (framework {registries:.1}, tar + graph + tensors {:.1}, typed model {:.1}), codegen {:.1} ms",
-                parsed - registries,
-                read - parsed,
-                ms(started.elapsed()) - read
-            );
-            model.into_runnable()?
-        }
+        "split" => split_load()?,
         other => {
             anyhow::bail!(
                 "unknown variant {other}: shipped, shipped-core, onnx, decluttered, unstrided, no-dw-relu6, nnef-declutter, shipped-nhwc, shipped-nhwc-declutter, nhwc or split"
@@ -235,6 +197,48 @@ fn build(variant: &str) -> Result<Arc<TypedRunnableModel>> {
         }
     };
     Ok(plan)
+}
+
+/// Where the load time goes, stage by stage (printed to stderr), for the ONNX and the NNEF.
+fn split_load() -> Result<Arc<TypedRunnableModel>> {
+    let started = Instant::now();
+    let proto = tract_onnx::onnx().proto_model_for_read(&mut Cursor::new(vision::BUNDLED_MODEL))?;
+    let parsed = ms(started.elapsed());
+    let model = tract_onnx::onnx()
+        .model_for_proto_model(&proto)?
+        .with_input_fact(0, f32::fact([1, 3, 224, 224]).into())?
+        .with_outputs_by_name(["features", "logits"])?
+        .into_typed()?;
+    let typed_at = ms(started.elapsed());
+    let mut model = model.into_decluttered()?;
+    let decluttered = ms(started.elapsed());
+    model.optimize()?;
+    eprintln!(
+        "onnx: protobuf {parsed:.1} ms, to typed {:.1} ms, declutter {:.1} ms, codegen {:.1} ms",
+        typed_at - parsed,
+        decluttered - typed_at,
+        ms(started.elapsed()) - decluttered
+    );
+    let started = Instant::now();
+    let core_only = tract_nnef::nnef();
+    let core_ms = ms(started.elapsed());
+    drop(core_only);
+    let started = Instant::now();
+    let framework = tract_nnef::nnef().with_onnx();
+    let registries = ms(started.elapsed());
+    eprintln!("nnef framework: core registry {core_ms:.1} ms, with onnx {registries:.1} ms");
+    let proto = framework.proto_model_for_read(&mut Cursor::new(vision::BUNDLED_NNEF))?;
+    let parsed = ms(started.elapsed());
+    let mut model = framework.model_for_proto_model(&proto)?;
+    let read = ms(started.elapsed());
+    model.optimize()?;
+    eprintln!(
+        "nnef: read {read:.1} ms (framework {registries:.1}, tar + graph + tensors {:.1}, typed model {:.1}), codegen {:.1} ms",
+        parsed - registries,
+        read - parsed,
+        ms(started.elapsed()) - read
+    );
+    model.into_runnable()
 }
 
 /// Experiment (not adopted, see docs/performance.md): every stride-2 depthwise convolution as
