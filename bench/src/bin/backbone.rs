@@ -118,6 +118,14 @@ fn nnef() -> TractResult<TypedModel> {
         .model_for_read(&mut Cursor::new(vision::BUNDLED_NNEF))
 }
 
+/// `model` with tract's channels-last rewrite (`conv_nhwc`) of every convolution.
+fn channels_last(mut model: TypedModel) -> Result<TypedModel> {
+    let transform = tract_onnx::tract_core::transform::get_transform("conv_nhwc")?
+        .context("conv_nhwc is registered")?;
+    model.transform(&*transform)?;
+    Ok(model)
+}
+
 fn build(variant: &str) -> Result<Arc<TypedRunnableModel>> {
     let plan = match variant {
         // What the functions run: the shipped NNEF, codegen only.
@@ -164,30 +172,15 @@ fn build(variant: &str) -> Result<Arc<TypedRunnableModel>> {
         "nnef-declutter" => nnef()?.into_optimized()?.into_runnable()?,
         // The shipped NNEF with tract's channels-last rewrite applied at load.
         "shipped-nhwc" => {
-            let mut model = nnef()?;
-            let transform = tract_onnx::tract_core::transform::get_transform("conv_nhwc")?
-                .context("conv_nhwc is registered")?;
-            model.transform(&*transform)?;
+            let mut model = channels_last(nnef()?)?;
             model.optimize()?;
             model.into_runnable()?
         }
         // The shipped NNEF, channels-last at load, decluttered again, codegen. (Writing the
         // channels-last model as NNEF fails in tract 0.23.9: "Translating model to proto_model".)
-        "shipped-nhwc-declutter" => {
-            let mut model = nnef()?;
-            let transform = tract_onnx::tract_core::transform::get_transform("conv_nhwc")?
-                .context("conv_nhwc is registered")?;
-            model.transform(&*transform)?;
-            model.into_optimized()?.into_runnable()?
-        }
+        "shipped-nhwc-declutter" => channels_last(nnef()?)?.into_optimized()?.into_runnable()?,
         // tract's channels-last rewrite of every convolution.
-        "nhwc" => {
-            let mut model = typed()?;
-            let transform = tract_onnx::tract_core::transform::get_transform("conv_nhwc")?
-                .context("conv_nhwc is registered")?;
-            model.transform(&*transform)?;
-            model.into_optimized()?.into_runnable()?
-        }
+        "nhwc" => channels_last(typed()?)?.into_optimized()?.into_runnable()?,
         // Where the load time goes, stage by stage (printed to stderr).
         "split" => split_load()?,
         other => {
