@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::Config;
 use crate::error::PipelineError;
-use crate::launcher::LambdaLauncher;
+use crate::launcher::{LambdaLauncher, StateMachineLauncher};
 use crate::observe;
 use crate::store::{S3Store, load_aws_config};
 
@@ -53,6 +53,12 @@ impl Boot {
                     hint: "the trainer function's name, set by the SAM template",
                 })?;
         Ok(Arc::new(LambdaLauncher::new(&self.aws, function)))
+    }
+
+    /// The training state machine named by `STATE_MACHINE_ARN`, when the stack has one.
+    pub fn state_machine_launcher(&self) -> Option<Arc<StateMachineLauncher>> {
+        let arn = self.config.state_machine_arn.clone()?;
+        Some(Arc::new(StateMachineLauncher::new(&self.aws, arn)))
     }
 
     /// Serves invocations until the runtime stops. After each one the metrics are flushed

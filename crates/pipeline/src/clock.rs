@@ -6,3 +6,12 @@ pub fn now_rfc3339() -> String {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
+
+/// How long ago an RFC 3339 timestamp (as [`now_rfc3339`] writes them) was; `None` when it
+/// does not parse or lies in the future.
+pub fn since_rfc3339(timestamp: &str) -> Option<std::time::Duration> {
+    let then =
+        time::OffsetDateTime::parse(timestamp, &time::format_description::well_known::Rfc3339)
+            .ok()?;
+    (time::OffsetDateTime::now_utc() - then).try_into().ok()
+}

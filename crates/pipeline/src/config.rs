@@ -25,6 +25,15 @@ pub struct Config {
     /// Write report emails as `.eml` files into this folder instead of sending them through
     /// SES (`MAIL_OUTBOX_DIR`; the demo sets it, Lambda leaves it unset).
     pub mail_outbox_dir: Option<std::path::PathBuf>,
+    /// The Step Functions state machine that trains big datasets (`STATE_MACHINE_ARN`); unset,
+    /// every job runs in the trainer's own chain of invocations.
+    pub state_machine_arn: Option<String>,
+    /// Jobs whose dataset has more images than this go to the state machine
+    /// (`MAP_THRESHOLD_IMAGES`, default 5,000: about 100 s of extraction in one Lambda).
+    pub map_threshold_images: usize,
+    /// Images per Map child, extracted into one feature pack (`MAP_SHARD_IMAGES`, default 500:
+    /// about 15 s at 1 vCPU, and one 2.5 MB pack).
+    pub map_shard_images: usize,
 }
 
 impl Config {
@@ -46,13 +55,29 @@ impl Config {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
-        let max_continuations = match optional("MAX_CONTINUATIONS") {
-            None => 10,
-            Some(value) => value.parse().map_err(|_| PipelineError::InvalidConfig {
-                name: "MAX_CONTINUATIONS",
-                reason: format!("{value:?} is not a whole number"),
-            })?,
+        let whole_number = |name: &'static str, default: u64| match optional(name) {
+            None => Ok(default),
+            Some(value) => value
+                .parse::<u64>()
+                .map_err(|_| PipelineError::InvalidConfig {
+                    name,
+                    reason: format!("{value:?} is not a whole number"),
+                }),
         };
+        let max_continuations =
+            u32::try_from(whole_number("MAX_CONTINUATIONS", 10)?).map_err(|_| {
+                PipelineError::InvalidConfig {
+                    name: "MAX_CONTINUATIONS",
+                    reason: "too large".to_owned(),
+                }
+            })?;
+        let map_shard_images = whole_number("MAP_SHARD_IMAGES", 500)?;
+        if !(1..=10_000).contains(&map_shard_images) {
+            return Err(PipelineError::InvalidConfig {
+                name: "MAP_SHARD_IMAGES",
+                reason: format!("{map_shard_images} is not between 1 and 10000"),
+            });
+        }
         let model_cache_seconds: u64 = match optional("MODEL_CACHE_SECONDS") {
             None => 30,
             Some(value) => value.parse().map_err(|_| PipelineError::InvalidConfig {
@@ -86,6 +111,9 @@ impl Config {
             sender_address: optional("SENDER_ADDRESS"),
             default_recipients,
             mail_outbox_dir: optional("MAIL_OUTBOX_DIR").map(std::path::PathBuf::from),
+            state_machine_arn: optional("STATE_MACHINE_ARN"),
+            map_threshold_images: whole_number("MAP_THRESHOLD_IMAGES", 5_000)? as usize,
+            map_shard_images: map_shard_images as usize,
         })
     }
 }
@@ -124,5 +152,17 @@ mod tests {
             ["a@example.com", "b@example.org"]
         );
         assert_eq!(config.max_continuations, 10);
+        assert_eq!(config.state_machine_arn, None);
+        assert_eq!(
+            (config.map_threshold_images, config.map_shard_images),
+            (5_000, 500)
+        );
+        let error = Config::from_lookup(env(&[
+            ("INPUT_BUCKET", "in"),
+            ("RESULTS_BUCKET", "out"),
+            ("MAP_SHARD_IMAGES", "0"),
+        ]))
+        .unwrap_err();
+        assert!(error.to_string().contains("MAP_SHARD_IMAGES"), "{error}");
     }
 }

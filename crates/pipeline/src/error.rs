@@ -62,6 +62,17 @@ pub enum PipelineError {
         total: usize,
     },
 
+    /// Training found images without cached features: the extraction (a Map of shards) did
+    /// not cover the dataset as it is now, e.g. images were added after the job was prepared.
+    #[error(
+        "{missing} of the dataset's {total} images have no cached features (first: {first}); the extraction did not finish, or images were added after the job started: run the job again"
+    )]
+    FeaturesMissing {
+        missing: usize,
+        total: usize,
+        first: String,
+    },
+
     #[error("a worker thread failed: {0}")]
     WorkerFailed(String),
 
@@ -103,6 +114,7 @@ impl PipelineError {
             PipelineError::BadDocument { .. } => "bad_document",
             PipelineError::Encode { .. } => "encode",
             PipelineError::ContinuationLimit { .. } => "continuation_limit",
+            PipelineError::FeaturesMissing { .. } => "features_missing",
             PipelineError::WorkerFailed(_) => "worker_failed",
             PipelineError::Email(_) => "email",
             PipelineError::EmailUnconfirmed(_) => "email_unconfirmed",

@@ -7,6 +7,7 @@ use crate::error::{PipelineError, Result};
 
 /// The trainer's input event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainerEvent {
     pub job_id: String,
     /// 0 for the first invocation, then 1, 2, … for each hand-over past the time limit.
@@ -55,5 +56,49 @@ impl TrainerLauncher for LambdaLauncher {
             .await
             .map_err(|e| PipelineError::Invoke(crate::error::describe_sdk_error(&e)))?;
         Ok(())
+    }
+}
+
+/// Starts the training state machine for a job (the Distributed Map path for big datasets).
+/// The execution is named after the job, so a second start of the same job is refused by Step
+/// Functions and counts as started: one execution per job, however often it is asked for.
+pub struct StateMachineLauncher {
+    client: aws_sdk_sfn::Client,
+    arn: String,
+}
+
+impl StateMachineLauncher {
+    pub fn new(config: &aws_config::SdkConfig, arn: String) -> Self {
+        StateMachineLauncher {
+            client: aws_sdk_sfn::Client::new(config),
+            arn,
+        }
+    }
+
+    pub async fn start(&self, job_id: &str) -> Result<()> {
+        let input = serde_json::json!({ "job_id": job_id }).to_string();
+        let started = self
+            .client
+            .start_execution()
+            .state_machine_arn(&self.arn)
+            .name(job_id)
+            .input(input)
+            .send()
+            .await;
+        match started {
+            Ok(_) => Ok(()),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_execution_already_exists()) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(PipelineError::Invoke(format!(
+                "StartExecution of {}: {}",
+                self.arn,
+                crate::error::describe_sdk_error(&error)
+            ))),
+        }
     }
 }

@@ -147,22 +147,39 @@ pub fn feature_cache_prefix(backbone_sha256: &str, input_size: u32, dataset: &st
     format!("{CACHE_PREFIX}{backbone_sha256}/{input_size}/{dataset}/")
 }
 
-/// Cached features of one dataset object, keyed by the object's ETag, so a re-run (or a
-/// continuation) skips extraction and a changed object is extracted again.
-pub fn feature_cache_key(
-    backbone_sha256: &str,
-    input_size: u32,
-    dataset: &str,
-    etag: &str,
-) -> String {
-    let etag: String = etag
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect();
-    format!(
-        "{}{etag}.f32",
-        feature_cache_prefix(backbone_sha256, input_size, dataset)
-    )
+/// One packed object of cached features (`<name>.lvp`) under a dataset's cache prefix. Its
+/// index (`<name>.json`, [`feature_pack_index_key`]) says which image versions it holds; the
+/// name is a hash of those versions' ETags, so a retried write lands on the same key.
+pub fn feature_pack_key(cache_prefix: &str, name: &str) -> String {
+    format!("{cache_prefix}{FEATURE_PACKS}{name}.lvp")
+}
+
+/// The index of one feature pack: written after the pack, so an index always has its pack.
+pub fn feature_pack_index_key(cache_prefix: &str, name: &str) -> String {
+    format!("{cache_prefix}{FEATURE_PACKS}{name}{JSON_SUFFIX}")
+}
+
+/// Where a dataset's pack indexes are listed.
+pub fn feature_pack_index_prefix(cache_prefix: &str) -> String {
+    format!("{cache_prefix}{FEATURE_PACKS}")
+}
+
+const FEATURE_PACKS: &str = "packs/";
+
+/// The state machine's work list for a job: a CSV with a `shard` header and one shard key per
+/// row, read by the Map state's `ItemReader`.
+pub fn shard_manifest_key(job_id: &str) -> String {
+    format!("{CHECKPOINTS_PREFIX}{job_id}/shards.csv")
+}
+
+/// One shard of a job: the images one Map child extracts into one feature pack.
+pub fn shard_key(job_id: &str, index: usize) -> String {
+    format!("{}{index:05}{JSON_SUFFIX}", shard_prefix(job_id))
+}
+
+/// Shard keys of a job start with this; a step is refused any other key.
+pub fn shard_prefix(job_id: &str) -> String {
+    format!("{CHECKPOINTS_PREFIX}{job_id}/shards/")
 }
 
 /// The spec a job runs with, copied when the job is accepted: the claim that makes a job start
@@ -244,7 +261,10 @@ mod tests {
             prediction_key("a.jpg"),
             model_file_key("j", "model.onnx"),
             CURRENT_MODEL_KEY.to_owned(),
-            feature_cache_key("abc", 224, "d", "\"etag-1\""),
+            feature_pack_key(&feature_cache_prefix("abc", 224, "d"), "0123abcd"),
+            feature_pack_index_key(&feature_cache_prefix("abc", 224, "d"), "0123abcd"),
+            shard_manifest_key("j"),
+            shard_key("j", 7),
             checkpoint_key("j"),
             lease_key("j"),
             accepted_spec_key("j"),

@@ -24,10 +24,10 @@ pub use config::Config;
 pub use error::{PipelineError, Result};
 pub use event::S3Event;
 pub use handlers::{
-    Notifier, ProgressObserver, Trainer, TrainerOptions, TrainerOutcome, TrainingProgress,
-    UploadTrigger,
+    MapStep, Notifier, ProgressObserver, StepOutput, Trainer, TrainerInput, TrainerOptions,
+    TrainerOutcome, TrainingProgress, UploadTrigger,
 };
-pub use launcher::{LambdaLauncher, TrainerEvent, TrainerLauncher};
+pub use launcher::{LambdaLauncher, StateMachineLauncher, TrainerEvent, TrainerLauncher};
 pub use loading::BackboneLoader;
 pub use mailer::{Mailer, OutboxMailer, SesMailer, mailer_for};
 pub use store::{S3Store, WrittenObject, load_aws_config};

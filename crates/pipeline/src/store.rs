@@ -396,7 +396,7 @@ impl S3Store {
     }
 }
 
-fn parse<T: Document>(bucket: &str, key: &str, bytes: &[u8]) -> Result<T> {
+pub(crate) fn parse<T: Document>(bucket: &str, key: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| PipelineError::BadDocument {
         what: T::NAME,
         bucket: bucket.to_owned(),
@@ -405,7 +405,7 @@ fn parse<T: Document>(bucket: &str, key: &str, bytes: &[u8]) -> Result<T> {
     })
 }
 
-fn encode<T: Document>(document: &T) -> Result<Vec<u8>> {
+pub(crate) fn encode<T: Document>(document: &T) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(document).map_err(|e| PipelineError::Encode {
         what: T::NAME,
         reason: e.to_string(),

@@ -666,9 +666,12 @@ async fn one_trainer_per_job_however_it_is_invoked() {
         "{outcomes:?}"
     );
     assert_eq!(outcomes[1], TrainerOutcome::AlreadyRunning, "{outcomes:?}");
-    // Every image was extracted once: one cache entry each, written once.
+    // Every image was extracted once, into one pack (the job is one chunk) and its index.
     let cached = stack.store.list(RESULTS, "cache/").await.unwrap();
-    assert_eq!(cached.len(), 9, "{cached:?}");
+    let indexes: Vec<_> = cached.iter().filter(|o| o.key.ends_with(".json")).collect();
+    assert_eq!((cached.len(), indexes.len()), (2, 1), "{cached:?}");
+    let index: serde_json::Value = stack.json(&indexes[0].key).await;
+    assert_eq!(index["entries"].as_array().unwrap().len(), 9, "{index}");
     // A Lambda retry keeps its request id and may take its own lease back.
     stack
         .put(RESULTS, "checkpoints/again/lease.json", {

@@ -183,7 +183,8 @@ fn function_policies_name_every_action_and_resource() {
             assert!(
                 action.starts_with("s3:")
                     || action.starts_with("lambda:")
-                    || action.starts_with("ses:"),
+                    || action.starts_with("ses:")
+                    || (function == "TrainerFunction" && action == "states:StartExecution"),
                 "{function}: unexpected action {action}"
             );
         }
@@ -280,4 +281,57 @@ fn buckets_are_encrypted_private_and_tls_only() {
         let resources = strings(&tls["Resource"]);
         assert_eq!(resources.len(), 2, "{bucket}: the bucket and its objects");
     }
+}
+
+/// The state machine's role: the trainer and its own Map children only; `*` only for the
+/// CloudWatch Logs delivery actions, which take no resource. The trainer starts exactly this
+/// state machine, by the name the template gives it.
+#[test]
+fn the_state_machine_is_least_privilege_and_the_trainer_knows_its_arn() {
+    let template = template();
+    let machine = &template["Resources"]["TrainingStateMachine"]["Properties"];
+    assert_eq!(machine["Type"].as_str(), Some("STANDARD"));
+    assert_eq!(
+        machine["DefinitionUri"].as_str(),
+        Some("statemachine/training.asl.json")
+    );
+    assert!(!machine["Logging"]["Destinations"].is_null(), "logging");
+    let name = strings(&machine["Name"]).concat();
+    assert_eq!(name, "${AWS::StackName}-training");
+    let policies = machine["Policies"].as_sequence().expect("inline policies");
+    for policy in policies {
+        for statement in policy["Statement"].as_sequence().expect("statements") {
+            let actions = strings(&statement["Action"]);
+            let resources = strings(&statement["Resource"]);
+            for action in &actions {
+                assert!(!action.contains('*'), "wildcard action {action}");
+            }
+            if resources.iter().any(|r| r == "*") {
+                assert!(
+                    actions.iter().all(|a| a.starts_with("logs:")),
+                    "only log delivery may name every resource: {actions:?}"
+                );
+                continue;
+            }
+            for resource in &resources {
+                assert!(
+                    resource == "TrainerFunction.Arn"
+                        || resource.contains("${AWS::StackName}-training")
+                        || resource
+                            .contains("-results-${AWS::AccountId}-${AWS::Region}/checkpoints/"),
+                    "{resource}"
+                );
+            }
+        }
+    }
+    let trainer = &template["Resources"]["TrainerFunction"]["Properties"];
+    let arn = strings(&trainer["Environment"]["Variables"]["STATE_MACHINE_ARN"]).concat();
+    assert!(
+        arn.ends_with(":stateMachine:${AWS::StackName}-training"),
+        "{arn}"
+    );
+    assert!(
+        !trainer["Environment"]["Variables"]["MAP_THRESHOLD_IMAGES"].is_null(),
+        "the threshold is a template parameter"
+    );
 }

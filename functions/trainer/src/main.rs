@@ -1,4 +1,5 @@
-//! Runs one training job; hands itself on to a fresh invocation before the time limit.
+//! Runs one training job, handing itself on to a fresh invocation before the time limit, or
+//! to the training state machine for a big dataset; and runs that state machine's steps.
 
 // The handler's future awaits the AWS SDK's deeply nested futures; computing its layout exceeds
 // rustc's default query depth.
@@ -6,25 +7,27 @@
 
 use lambda_runtime::{Error, LambdaEvent};
 use pipeline::boot::{Boot, deadline};
-use pipeline::{Trainer, TrainerEvent, TrainerOptions};
+use pipeline::{Trainer, TrainerInput, TrainerOptions};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let boot = Boot::cold_start("trainer").await?;
-    let trainer = &Trainer::new(
+    let mut trainer = Trainer::new(
         boot.config.clone(),
         boot.store(),
         boot.trainer_launcher()?,
         std::sync::Arc::new(vision::Backbone::bundled()?),
         TrainerOptions::default(),
     );
-    boot.serve(|event: LambdaEvent<TrainerEvent>| async move {
+    if let Some(state_machine) = boot.state_machine_launcher() {
+        trainer = trainer.with_state_machine(state_machine);
+    }
+    let trainer = &trainer;
+    boot.serve(|event: LambdaEvent<TrainerInput>| async move {
         let deadline = deadline(&event.context);
-        let outcome = trainer
-            .handle_invocation(&event.payload, deadline, &event.context.request_id)
-            .await?;
-        let outcome: String = format!("{outcome:?}").chars().take(500).collect();
-        Ok(serde_json::json!({ "outcome": outcome }))
+        trainer
+            .handle_input(&event.payload, deadline, &event.context.request_id)
+            .await
     })
     .await
 }

@@ -7,6 +7,7 @@ mod checkpoint;
 mod current_model;
 mod job;
 mod lease;
+mod map;
 mod misclassified;
 mod notification;
 mod prediction;
@@ -19,6 +20,7 @@ pub use job::{
     ModelScore, PromotePolicy, Promotion, TrainingSummary, is_plausible_address, salvage_notify,
 };
 pub use lease::TrainerLease;
+pub use map::{FeaturePackIndex, PackEntry, Shard, ShardImage};
 pub use misclassified::{MISCLASSIFIED_FILE, Misclassified, TRAINED_ON_FILE, TrainedOn};
 pub use notification::{NotificationRecord, NotificationState};
 pub use prediction::{IMAGENET_MODEL, NO_MODEL, PredictionDocument};
@@ -53,6 +55,12 @@ impl Document for Vec<Misclassified> {
 }
 impl Document for TrainedOn {
     const NAME: &'static str = "trained-on.json";
+}
+impl Document for FeaturePackIndex {
+    const NAME: &'static str = "feature pack index";
+}
+impl Document for Shard {
+    const NAME: &'static str = "shard";
 }
 impl Document for ReviewEntry {
     const NAME: &'static str = "review entry";

@@ -9,9 +9,7 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::documents::{
-    ErrorInfo, JobResult, JobSpec, NO_MODEL, PredictionDocument, salvage_notify,
-};
+use crate::documents::{ErrorInfo, NO_MODEL, PredictionDocument};
 use crate::error::Result;
 use crate::event::{CreatedObject, S3Event};
 use crate::launcher::TrainerEvent;
@@ -153,26 +151,9 @@ impl FailureRecorder {
         continuations: u32,
         cause: ErrorInfo,
     ) -> Result<FailureOutcome> {
-        layout::validate_id("job id", job_id)?;
-        let results = &self.config.results_bucket;
-        let spec_bytes = super::job_spec_bytes(&self.store, &self.config, job_id).await?;
-        let (dataset, notify) = match spec_bytes.as_deref().map(JobSpec::parse) {
-            Some(Ok(spec)) => (Some(spec.dataset), spec.notify),
-            Some(Err(_)) => (
-                None,
-                spec_bytes
-                    .as_deref()
-                    .map(salvage_notify)
-                    .unwrap_or_default(),
-            ),
-            None => (None, Vec::new()),
-        };
-        let result = JobResult::failed_with(job_id, dataset, notify, cause, continuations);
         let key = layout::result_key(job_id);
         Ok(
-            if self
-                .store
-                .put_json_if_absent(results, &key, &result)
+            if super::record_failed_job(&self.store, &self.config, job_id, continuations, cause)
                 .await?
             {
                 info!(job_id, "failed result written for a job Lambda gave up on");

@@ -14,6 +14,7 @@ use std::future::Future;
 use tracing::{Instrument, info, warn};
 
 use crate::config::Config;
+use crate::documents::{ErrorInfo, JobResult, JobSpec, salvage_notify};
 use crate::error::Result;
 use crate::event::{CreatedObject, S3Event, created_objects};
 use crate::layout;
@@ -21,7 +22,10 @@ use crate::store::S3Store;
 
 pub use failures::{FailureOutcome, FailureRecorder, InvocationRecord};
 pub use notifier::{Notifier, NotifyOutcome};
-pub use trainer::{ProgressObserver, Trainer, TrainerOptions, TrainerOutcome, TrainingProgress};
+pub use trainer::{
+    MapStep, ProgressObserver, StepOutput, Trainer, TrainerInput, TrainerOptions, TrainerOutcome,
+    TrainingProgress,
+};
 pub use upload::{RecordOutcome, UploadTrigger};
 
 /// The bytes of the spec a job runs with: the copy pinned when the upload trigger accepted it,
@@ -43,6 +47,35 @@ pub(crate) async fn job_spec_bytes(
             .await?
             .map(|object| object.bytes),
     })
+}
+
+/// Writes the failed result of a job that something gave up on (Lambda's retries, the state
+/// machine's Catch), once: the recipients come from the job's spec where it can be read.
+/// `false` when a result already existed (the work succeeded after all, or this is a repeat).
+pub(crate) async fn record_failed_job(
+    store: &S3Store,
+    config: &Config,
+    job_id: &str,
+    continuations: u32,
+    cause: ErrorInfo,
+) -> Result<bool> {
+    layout::validate_id("job id", job_id)?;
+    let spec_bytes = job_spec_bytes(store, config, job_id).await?;
+    let (dataset, notify) = match spec_bytes.as_deref().map(JobSpec::parse) {
+        Some(Ok(spec)) => (Some(spec.dataset), spec.notify),
+        Some(Err(_)) => (
+            None,
+            spec_bytes
+                .as_deref()
+                .map(salvage_notify)
+                .unwrap_or_default(),
+        ),
+        None => (None, Vec::new()),
+    };
+    let result = JobResult::failed_with(job_id, dataset, notify, cause, continuations);
+    store
+        .put_json_if_absent(&config.results_bucket, &layout::result_key(job_id), &result)
+        .await
 }
 
 /// The record loop of the S3-triggered handlers: `handle` runs for every created object of

@@ -132,7 +132,7 @@ pub const SENDER: &str = "reports@example.com";
 
 pub struct Stack {
     /// Kept alive for the duration of the test; dropping it stops the server.
-    _s3_moto: Moto,
+    pub s3_moto: Moto,
     pub ses_moto: Moto,
     pub store: S3Store,
     pub sqs: aws_sdk_sqs::Client,
@@ -247,7 +247,7 @@ pub async fn stack_with(options: TrainerOptions, max_continuations: u32) -> Stac
             store.clone(),
             Arc::new(SesMailer::new(&ses_config)),
         ),
-        _s3_moto: s3_moto,
+        s3_moto,
         ses_moto,
         store,
         sqs,
@@ -353,6 +353,7 @@ impl Stack {
                 } => continuation = next,
                 TrainerOutcome::AlreadyFinished => panic!("already finished"),
                 TrainerOutcome::AlreadyRunning => panic!("already running"),
+                TrainerOutcome::HandedToStateMachine { .. } => panic!("handed to a state machine"),
             }
         }
         panic!("no end after 50 invocations");

@@ -1,9 +1,7 @@
-//! The dataset of a job: the labelled images under `datasets/<name>/`, each with the key of
-//! its cached features, and the limits a job must stay within.
+//! The dataset of a job: the labelled images under `datasets/<name>/`, each with the version
+//! (ETag) its cached features are found by, and the limits a job must stay within.
 
 use std::collections::HashSet;
-
-use vision::Backbone;
 
 use super::Trainer;
 use crate::documents::JobSpec;
@@ -14,7 +12,6 @@ use crate::layout;
 pub(super) struct DatasetEntry {
     pub(super) key: String,
     pub(super) label: String,
-    pub(super) cache_key: String,
     /// The listed version's ETag and size: what was extracted.
     pub(super) etag: String,
     pub(super) size: u64,
@@ -22,11 +19,7 @@ pub(super) struct DatasetEntry {
 
 impl Trainer {
     /// Lists the dataset, sorted by key; fails the job when it is empty or over the limits.
-    pub(super) async fn list_dataset(
-        &self,
-        spec: &JobSpec,
-        backbone: &Backbone,
-    ) -> Result<Vec<DatasetEntry>> {
+    pub(super) async fn list_dataset(&self, spec: &JobSpec) -> Result<Vec<DatasetEntry>> {
         let listed = self
             .store
             .list(
@@ -41,12 +34,6 @@ impl Trainer {
                 Some(DatasetEntry {
                     key: object.key.clone(),
                     label: label.to_owned(),
-                    cache_key: layout::feature_cache_key(
-                        backbone.sha256(),
-                        backbone.preprocessor().input_size(),
-                        &spec.dataset,
-                        &object.etag,
-                    ),
                     etag: object.etag.clone(),
                     size: object.size,
                 })

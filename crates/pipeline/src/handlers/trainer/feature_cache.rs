@@ -1,112 +1,267 @@
-//! The feature cache: one object per dataset image under `cache/<backbone>/<size>/<dataset>/`,
-//! keyed by the image's ETag (see `layout::feature_cache_key`). It is also the job's checkpoint:
-//! whatever is cached is never extracted again, by a retry, a continuation or the next job.
+//! The feature cache: packed objects under `cache/<backbone>/<size>/<dataset>/packs/`, each
+//! holding the features of a batch of images (a chunk of the in-Lambda path, a shard of the
+//! state machine), with a small JSON index per pack naming the image versions (ETags) inside.
+//! It is also the job's checkpoint: whatever is cached is never extracted again, by a retry, a
+//! continuation, a Map child or the next job. Training reads one object per pack, not one per
+//! image.
 //!
-//! The format is written by hand because it is four bytes of magic and a body: `LVF1` and
-//! 1280 little-endian `f32`s for an image's features, or `LVS1` and the JSON of a
-//! [`SkippedImage`] for an image that could not be used (so it is not retried either).
+//! The pack format is written by hand because it is four bytes of magic, a row count and the
+//! rows: `LVP1`, a little-endian `u32`, then 1280 little-endian `f32`s per row, in the order of
+//! the index's entries that have no `skipped` record.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::StreamExt;
-use tracing::warn;
+use sha2::{Digest, Sha256};
 use vision::{Extracted, FEATURE_LEN, FeatureSet, SkippedImage};
 
 use super::DatasetEntry;
+use crate::documents::{FeaturePackIndex, PackEntry};
 use crate::error::{PipelineError, Result};
-use crate::store::S3Store;
+use crate::layout;
+use crate::store::{self, S3Store};
 
-const FEATURES_MAGIC: &[u8; 4] = b"LVF1";
-const SKIPPED_MAGIC: &[u8; 4] = b"LVS1";
-const CONTENT_TYPE: &str = "application/octet-stream";
+const PACK_MAGIC: &[u8; 4] = b"LVP1";
+const PACK_CONTENT_TYPE: &str = "application/octet-stream";
+/// Index reads in flight at once (small JSON objects).
+const INDEX_READS: usize = 16;
+/// Pack reads in flight at once (each up to a few MB).
+const PACK_READS: usize = 8;
 
-/// One decoded cache object.
-#[derive(Debug, PartialEq)]
-enum CacheEntry {
-    Features(Vec<f32>),
+/// One dataset's cache for one backbone and input size.
+pub(super) struct FeatureCache<'a> {
+    store: &'a S3Store,
+    bucket: &'a str,
+    prefix: String,
+}
+
+/// Where each cached image version is, by ETag: built from the pack indexes.
+#[derive(Default)]
+pub(super) struct CacheIndex {
+    slots: HashMap<String, Slot>,
+}
+
+enum Slot {
+    Row { pack: Arc<str>, row: usize },
     Skipped(SkippedImage),
 }
 
-fn encode(extracted: &Extracted) -> Result<Vec<u8>> {
-    Ok(match extracted {
-        Extracted::Features { features, .. } => {
-            let mut bytes = FEATURES_MAGIC.to_vec();
-            bytes.extend(features.iter().flat_map(|v| v.to_le_bytes()));
-            bytes
+impl CacheIndex {
+    pub(super) fn contains(&self, etag: &str) -> bool {
+        self.slots.contains_key(etag)
+    }
+
+    /// Adds a pack's entries (a later pack wins for an ETag in both: they hold the same data).
+    pub(super) fn add(&mut self, index: &FeaturePackIndex) {
+        let pack: Arc<str> = Arc::from(index.pack.as_str());
+        let mut row = 0;
+        for entry in &index.entries {
+            let slot = match &entry.skipped {
+                Some(skipped) => Slot::Skipped(skipped.clone()),
+                None => {
+                    row += 1;
+                    Slot::Row {
+                        pack: Arc::clone(&pack),
+                        row: row - 1,
+                    }
+                }
+            };
+            self.slots.insert(entry.etag.clone(), slot);
         }
-        Extracted::Skipped(skipped) => {
-            let mut bytes = SKIPPED_MAGIC.to_vec();
-            let json = serde_json::to_vec(skipped).map_err(|e| PipelineError::Encode {
-                what: "skipped-image record",
-                reason: e.to_string(),
-            })?;
-            bytes.extend(json);
-            bytes
-        }
-    })
+    }
 }
 
-fn decode(bytes: &[u8]) -> Option<CacheEntry> {
-    let (magic, body) = bytes.split_at(bytes.len().min(4));
-    if magic == FEATURES_MAGIC && body.len() == FEATURE_LEN * 4 {
-        let features = body
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+impl<'a> FeatureCache<'a> {
+    pub(super) fn new(store: &'a S3Store, bucket: &'a str, prefix: String) -> Self {
+        FeatureCache {
+            store,
+            bucket,
+            prefix,
+        }
+    }
+
+    /// Reads every pack index of the dataset: one LIST page per 1,000 packs and one GET per
+    /// pack.
+    pub(super) async fn index(&self) -> Result<CacheIndex> {
+        let listed = self
+            .store
+            .list(
+                self.bucket,
+                &layout::feature_pack_index_prefix(&self.prefix),
+            )
+            .await?;
+        let keys: Vec<String> = listed
+            .into_iter()
+            .map(|object| object.key)
+            .filter(|key| key.ends_with(layout::JSON_SUFFIX))
             .collect();
-        Some(CacheEntry::Features(features))
-    } else if magic == SKIPPED_MAGIC {
-        serde_json::from_slice(body).ok().map(CacheEntry::Skipped)
-    } else {
-        None
+        let mut reads = Box::pin(self.store.get_many(self.bucket, keys, INDEX_READS));
+        let mut index = CacheIndex::default();
+        while let Some((key, object)) = reads.next().await {
+            let pack = store::parse::<FeaturePackIndex>(self.bucket, &key, &object?.bytes)?;
+            index.add(&pack);
+        }
+        Ok(index)
     }
-}
 
-/// Saves a batch of extraction results, `concurrency` PUTs at a time.
-pub(super) async fn write(
-    store: &S3Store,
-    bucket: &str,
-    batch: &[(&DatasetEntry, Extracted)],
-    concurrency: usize,
-) -> Result<()> {
-    let results: Vec<Result<Option<String>>> = futures::stream::iter(batch)
-        .map(|(entry, extracted)| async move {
-            store
-                .put(bucket, &entry.cache_key, encode(extracted)?, CONTENT_TYPE)
-                .await
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    results.into_iter().collect::<Result<Vec<_>>>().map(|_| ())
-}
+    /// Saves a batch of extraction results as one pack (the pack, then its index) and returns
+    /// the index written. An image version in the batch twice is stored once. Rows are in ETag
+    /// order, not in the order the workers finished, so a retried batch writes the same pack.
+    pub(super) async fn write_pack(
+        &self,
+        batch: &[(&DatasetEntry, Extracted)],
+    ) -> Result<FeaturePackIndex> {
+        let mut unique: Vec<&(&DatasetEntry, Extracted)> = batch.iter().collect();
+        unique.sort_by(|(a, _), (b, _)| a.etag.cmp(&b.etag));
+        unique.dedup_by(|(a, _), (b, _)| a.etag == b.etag);
+        let etags: Vec<&str> = unique
+            .iter()
+            .map(|(entry, _)| entry.etag.as_str())
+            .collect();
+        let name = pack_name(&etags);
+        let mut rows = Vec::new();
+        let mut entries = Vec::with_capacity(unique.len());
+        for (entry, extracted) in unique {
+            let skipped = match extracted {
+                Extracted::Features { features, .. } => {
+                    rows.push(features.as_slice());
+                    None
+                }
+                Extracted::Skipped(skipped) => Some(skipped.clone()),
+            };
+            entries.push(PackEntry {
+                etag: entry.etag.clone(),
+                skipped,
+            });
+        }
+        let pack_key = layout::feature_pack_key(&self.prefix, &name);
+        self.store
+            .put(
+                self.bucket,
+                &pack_key,
+                encode_pack(&rows)?,
+                PACK_CONTENT_TYPE,
+            )
+            .await?;
+        let index = FeaturePackIndex {
+            pack: pack_key,
+            entries,
+        };
+        let index_key = layout::feature_pack_index_key(&self.prefix, &name);
+        self.store.put_json(self.bucket, &index_key, &index).await?;
+        Ok(index)
+    }
 
-/// The whole dataset's features from the cache, in `entries` order.
-pub(super) async fn read(
-    store: &S3Store,
-    bucket: &str,
-    entries: &[DatasetEntry],
-) -> Result<FeatureSet> {
-    let keys: Vec<String> = entries.iter().map(|e| e.cache_key.clone()).collect();
-    let mut reads = Box::pin(store.get_many(bucket, keys, 16));
-    let mut set = FeatureSet::default();
-    let mut entries = entries.iter();
-    while let Some((cache_key, object)) = reads.next().await {
-        let Some(entry) = entries.next() else { break };
-        match decode(&object?.bytes) {
-            Some(CacheEntry::Features(features)) => {
-                set.push(entry.key.clone(), entry.label.clone(), &features)
-            }
-            Some(CacheEntry::Skipped(skipped)) => set.skipped.push(skipped),
-            None => {
-                warn!(%cache_key, "unreadable cache entry");
-                return Err(PipelineError::BadDocument {
-                    what: "feature cache entry",
-                    bucket: bucket.to_owned(),
-                    key: cache_key,
-                    reason: "unknown format".to_owned(),
-                });
+    /// The features of `entries`, in their order, from the packs that hold them: one GET per
+    /// pack, copied straight into the set, so memory is the set plus a few packs in flight.
+    /// Fails with [`PipelineError::FeaturesMissing`] when an entry has no cached features.
+    pub(super) async fn read(
+        &self,
+        index: &CacheIndex,
+        entries: &[DatasetEntry],
+    ) -> Result<FeatureSet> {
+        let missing: Vec<&DatasetEntry> = entries
+            .iter()
+            .filter(|e| !index.contains(&e.etag))
+            .collect();
+        if let Some(first) = missing.first() {
+            return Err(PipelineError::FeaturesMissing {
+                missing: missing.len(),
+                total: entries.len(),
+                first: first.key.clone(),
+            });
+        }
+        let mut set = FeatureSet::default();
+        // For each pack, which of its rows go to which row of the set.
+        let mut wanted: HashMap<Arc<str>, Vec<(usize, usize)>> = HashMap::new();
+        for entry in entries {
+            match index.slots.get(&entry.etag) {
+                Some(Slot::Row { pack, row }) => {
+                    wanted
+                        .entry(Arc::clone(pack))
+                        .or_default()
+                        .push((*row, set.keys.len()));
+                    set.keys.push(entry.key.clone());
+                    set.labels.push(entry.label.clone());
+                }
+                Some(Slot::Skipped(skipped)) => set.skipped.push(SkippedImage {
+                    key: entry.key.clone(),
+                    label: entry.label.clone(),
+                    ..skipped.clone()
+                }),
+                None => {}
             }
         }
+        set.features = vec![0.0; set.keys.len() * FEATURE_LEN];
+        let keys: Vec<String> = wanted.keys().map(|k| k.to_string()).collect();
+        let mut reads = Box::pin(self.store.get_many(self.bucket, keys, PACK_READS));
+        while let Some((key, object)) = reads.next().await {
+            let object = object?;
+            let rows = decode_pack(&object.bytes).ok_or_else(|| PipelineError::BadDocument {
+                what: "feature pack",
+                bucket: self.bucket.to_owned(),
+                key: key.clone(),
+                reason: "not an LVP1 pack of 1280-value rows".to_owned(),
+            })?;
+            for &(row, destination) in wanted.get(key.as_str()).into_iter().flatten() {
+                let Some(source) = rows.get(row * FEATURE_LEN..(row + 1) * FEATURE_LEN) else {
+                    return Err(PipelineError::BadDocument {
+                        what: "feature pack",
+                        bucket: self.bucket.to_owned(),
+                        key,
+                        reason: format!("its index names row {row}, which it does not hold"),
+                    });
+                };
+                set.features[destination * FEATURE_LEN..(destination + 1) * FEATURE_LEN]
+                    .copy_from_slice(source);
+            }
+        }
+        Ok(set)
     }
-    Ok(set)
+}
+
+/// A pack's name: a hash of the ETags it holds, so the same batch always lands on the same key
+/// and two different batches never share one.
+fn pack_name(etags: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for etag in etags {
+        hasher.update(etag.as_bytes());
+        hasher.update(b"\n");
+    }
+    hasher.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn encode_pack(rows: &[&[f32]]) -> Result<Vec<u8>> {
+    let count = u32::try_from(rows.len()).map_err(|_| PipelineError::Encode {
+        what: "feature pack",
+        reason: format!("{} rows do not fit one pack", rows.len()),
+    })?;
+    let mut bytes = Vec::with_capacity(8 + rows.len() * FEATURE_LEN * 4);
+    bytes.extend_from_slice(PACK_MAGIC);
+    bytes.extend_from_slice(&count.to_le_bytes());
+    for row in rows {
+        bytes.extend(row.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    Ok(bytes)
+}
+
+/// The rows of a pack, flattened; `None` for anything that is not a well-formed pack.
+fn decode_pack(bytes: &[u8]) -> Option<Vec<f32>> {
+    let magic = bytes.get(..4)?;
+    let count = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?) as usize;
+    let body = bytes.get(8..)?;
+    if magic != PACK_MAGIC || body.len() != count.checked_mul(FEATURE_LEN * 4)? {
+        return None;
+    }
+    Some(
+        body.chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -114,29 +269,71 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_decode_to_what_was_encoded_and_anything_else_is_refused() {
-        let features: Vec<f32> = (0..FEATURE_LEN).map(|i| i as f32 * 0.5 - 3.0).collect();
-        let extracted = Extracted::Features {
-            key: "d/cat/a.jpg".to_owned(),
-            label: "cat".to_owned(),
-            features: features.clone(),
-        };
+    fn packs_decode_to_what_was_encoded_and_anything_else_is_refused() {
+        let first: Vec<f32> = (0..FEATURE_LEN).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let second: Vec<f32> = (0..FEATURE_LEN).map(|i| -(i as f32)).collect();
+        let bytes = encode_pack(&[&first, &second]).unwrap();
+        let rows = decode_pack(&bytes).unwrap();
+        assert_eq!(&rows[..FEATURE_LEN], first.as_slice());
+        assert_eq!(&rows[FEATURE_LEN..], second.as_slice());
+        assert_eq!(decode_pack(&encode_pack(&[]).unwrap()), Some(Vec::new()));
+        assert_eq!(decode_pack(&bytes[..bytes.len() - 1]), None, "a short pack");
+        let mut wrong_count = bytes.clone();
+        wrong_count[4] = 3;
         assert_eq!(
-            decode(&encode(&extracted).unwrap()),
-            Some(CacheEntry::Features(features))
+            decode_pack(&wrong_count),
+            None,
+            "a count the body does not hold"
         );
+        assert_eq!(
+            decode_pack(b"LVF1\0\0\0\0"),
+            None,
+            "the old per-image format"
+        );
+        assert_eq!(decode_pack(b""), None);
+    }
+
+    #[test]
+    fn pack_names_depend_on_every_etag_and_their_order() {
+        let name = pack_name(&["\"a\"", "\"b\""]);
+        assert_eq!(name.len(), 32);
+        assert_eq!(name, pack_name(&["\"a\"", "\"b\""]));
+        assert_ne!(name, pack_name(&["\"b\"", "\"a\""]));
+        assert_ne!(name, pack_name(&["\"a\""]));
+        assert_ne!(pack_name(&["ab", "c"]), pack_name(&["a", "bc"]));
+    }
+
+    #[test]
+    fn the_index_maps_rows_past_skipped_entries() {
         let skipped = SkippedImage {
             key: "d/cat/x.jpg".to_owned(),
             label: "cat".to_owned(),
             kind: "corrupt".to_owned(),
             reason: "the JPEG data is corrupt".to_owned(),
         };
-        assert_eq!(
-            decode(&encode(&Extracted::Skipped(skipped.clone())).unwrap()),
-            Some(CacheEntry::Skipped(skipped))
-        );
-        assert_eq!(decode(b"LVF1 too short"), None);
-        assert_eq!(decode(b"LVS1 not json"), None);
-        assert_eq!(decode(b""), None);
+        let mut index = CacheIndex::default();
+        index.add(&FeaturePackIndex {
+            pack: "p".to_owned(),
+            entries: vec![
+                PackEntry {
+                    etag: "a".to_owned(),
+                    skipped: None,
+                },
+                PackEntry {
+                    etag: "x".to_owned(),
+                    skipped: Some(skipped),
+                },
+                PackEntry {
+                    etag: "b".to_owned(),
+                    skipped: None,
+                },
+            ],
+        });
+        assert!(index.contains("a") && index.contains("x") && !index.contains("c"));
+        assert!(matches!(
+            index.slots.get("b"),
+            Some(Slot::Row { row: 1, .. })
+        ));
+        assert!(matches!(index.slots.get("x"), Some(Slot::Skipped(_))));
     }
 }

@@ -9,27 +9,37 @@ use std::time::Instant;
 use futures::StreamExt;
 use vision::{Backbone, ExtractOptions, Extracted, LabeledImage, SourceFailure, SourceItem};
 
-use super::{DatasetEntry, Trainer, TrainingProgress, feature_cache};
+use super::feature_cache::FeatureCache;
+use super::{DatasetEntry, Trainer, TrainingProgress};
+use crate::documents::FeaturePackIndex;
 use crate::error::{PipelineError, Result};
+
+/// What an extraction saved: how many of the images it was given, and the packs it wrote.
+#[derive(Default)]
+pub(super) struct Saved {
+    pub(super) images: usize,
+    pub(super) packs: Vec<FeaturePackIndex>,
+}
 
 impl Trainer {
     /// Streams the missing images from S3 into the extraction workers and saves every
-    /// `chunk_size` results to the feature cache while the workers go on, so reads and writes
-    /// overlap with compute and the workers never wait at a chunk boundary. Stops fetching when
-    /// the deadline nears (checked between chunks, after the first). Returns how many images
-    /// were extracted and saved; whatever was extracted is saved even when a fetch fails.
+    /// `chunk_size` results to the feature cache as one pack while the workers go on, so reads
+    /// and writes overlap with compute and the workers never wait at a chunk boundary. Stops
+    /// fetching when the deadline nears (checked between chunks, after the first). Returns what
+    /// was extracted and saved; whatever was extracted is saved even when a fetch fails.
     pub(super) async fn extract_missing(
         &self,
         backbone: &Arc<Backbone>,
+        cache: &FeatureCache<'_>,
         missing: &[&DatasetEntry],
-        done_before: usize,
-        total: usize,
+        (done_before, total): (usize, usize),
+        chunk_size: usize,
         deadline: Instant,
-    ) -> Result<usize> {
+    ) -> Result<Saved> {
         if missing.is_empty() {
-            return Ok(0);
+            return Ok(Saved::default());
         }
-        let chunk_size = self.options.chunk_size.max(1);
+        let chunk_size = chunk_size.max(1);
         let (item_sender, mut item_receiver) =
             tokio::sync::mpsc::channel::<SourceItem>(2 * self.options.fetch_concurrency.max(1));
         let (result_sender, mut result_receiver) =
@@ -50,9 +60,9 @@ impl Trainer {
                 }
             })
         });
-        let feed = self.feed(missing, item_sender, deadline);
+        let feed = self.feed(missing, item_sender, chunk_size, deadline);
         let save = async {
-            let mut saved = 0;
+            let mut saved = Saved::default();
             let mut batch = Vec::with_capacity(chunk_size);
             while let Some((sequence, extracted)) = result_receiver.recv().await {
                 // The feed sends `missing` in order, so the sequence indexes it.
@@ -61,20 +71,20 @@ impl Trainer {
                 };
                 batch.push((*entry, extracted));
                 self.report(TrainingProgress::ImageExtracted {
-                    done: done_before + saved + batch.len(),
+                    done: done_before + saved.images + batch.len(),
                     total,
                 });
                 if batch.len() == chunk_size {
-                    self.save_features(&batch).await?;
-                    saved += batch.len();
+                    saved.packs.push(cache.write_pack(&batch).await?);
+                    saved.images += batch.len();
                     batch.clear();
                 }
             }
             if !batch.is_empty() {
-                self.save_features(&batch).await?;
-                saved += batch.len();
+                saved.packs.push(cache.write_pack(&batch).await?);
+                saved.images += batch.len();
             }
-            Ok::<usize, PipelineError>(saved)
+            Ok::<Saved, PipelineError>(saved)
         };
         let (fed, saved) = tokio::join!(feed, save);
         let extracted = extraction.await?;
@@ -89,9 +99,9 @@ impl Trainer {
         &self,
         missing: &[&DatasetEntry],
         items: tokio::sync::mpsc::Sender<SourceItem>,
+        chunk_size: usize,
         deadline: Instant,
     ) -> Result<usize> {
-        let chunk_size = self.options.chunk_size.max(1);
         let keys = missing.iter().map(|e| e.key.clone()).collect();
         let mut fetches = Box::pin(self.store.get_many(
             &self.config.input_bucket,
@@ -131,15 +141,5 @@ impl Trainer {
             fed += 1;
         }
         Ok(fed)
-    }
-
-    async fn save_features(&self, batch: &[(&DatasetEntry, Extracted)]) -> Result<()> {
-        feature_cache::write(
-            &self.store,
-            &self.config.results_bucket,
-            batch,
-            self.options.fetch_concurrency,
-        )
-        .await
     }
 }

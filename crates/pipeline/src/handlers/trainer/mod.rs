@@ -1,6 +1,8 @@
 //! The trainer function: one training job, resumable. Features are cached per dataset object
-//! (keyed by backbone, input size and ETag), so the cache *is* the checkpoint: a job that is
-//! cut off, retried or continued redoes no image and counts none twice.
+//! version (packed, found by backbone, input size and ETag), so the cache *is* the checkpoint:
+//! a job that is cut off, retried or continued redoes no image and counts none twice. A job
+//! bigger than `MAP_THRESHOLD_IMAGES` is handed to the training state machine, whose steps
+//! (`steps.rs`) run in this same function.
 
 mod dataset;
 mod feature_cache;
@@ -8,26 +10,27 @@ mod feed;
 mod lease;
 mod misclassified;
 pub mod promotion;
+mod publish;
+mod steps;
+
+pub use steps::{ManifestLocation, MapStep, StepError, StepOutput, TrainerInput};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::info;
 use vision::{BUNDLED_MODEL, Backbone, FeatureSet, TrainedBundle};
 
 use crate::clock::now_rfc3339;
 use crate::config::Config;
-use crate::documents::{
-    Checkpoint, JobResult, JobSpec, JobStatus, MISCLASSIFIED_FILE, ModelInfo, TRAINED_ON_FILE,
-    TrainedOn, TrainingSummary,
-};
+use crate::documents::{Checkpoint, JobResult, JobSpec, TrainedOn};
 use crate::error::{PipelineError, Result};
-use crate::launcher::{TrainerEvent, TrainerLauncher};
+use crate::launcher::{StateMachineLauncher, TrainerEvent, TrainerLauncher};
 use crate::layout;
-use crate::observe;
-use crate::store::{JSON_CONTENT_TYPE, S3Store};
+use crate::store::S3Store;
 use dataset::DatasetEntry;
+use feature_cache::FeatureCache;
 
 /// Tuning of one trainer invocation.
 #[derive(Debug, Clone)]
@@ -42,7 +45,8 @@ pub struct TrainerOptions {
     pub workers: usize,
     /// Told about progress as it happens (the demo draws bars with it).
     pub progress: Option<ProgressObserver>,
-    /// A dataset with more images fails its job up front (features alone need 5 KB each).
+    /// A dataset with more images fails its job up front, on either path: the head is trained
+    /// in one Lambda from features held in memory (5 KB each; see docs/performance.md).
     pub max_dataset_images: usize,
     /// A dataset with more labels fails its job up front.
     pub max_labels: usize,
@@ -81,7 +85,7 @@ impl Default for TrainerOptions {
             fetch_concurrency: 8,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             progress: None,
-            max_dataset_images: 100_000,
+            max_dataset_images: 500_000,
             max_labels: 1_000,
         }
     }
@@ -97,6 +101,9 @@ pub enum TrainerOutcome {
         continuation: u32,
         images_done: usize,
     },
+    /// The dataset is bigger than `MAP_THRESHOLD_IMAGES`: the job's state machine execution
+    /// was started and runs it from here.
+    HandedToStateMachine { images: usize },
     /// A result already exists (a duplicate or late invocation).
     AlreadyFinished,
     /// Another invocation holds the job (a duplicate delivery or a second direct invoke, or a
@@ -114,11 +121,13 @@ pub struct Trainer {
     launcher: Arc<dyn TrainerLauncher>,
     backbone: Arc<Backbone>,
     options: TrainerOptions,
+    state_machine: Option<Arc<StateMachineLauncher>>,
 }
 
 enum Progress {
     Complete(Box<Trained>),
     OutOfTime { done: usize, total: usize },
+    HandedToStateMachine { images: usize },
 }
 
 /// A finished training run with what it was trained on: the champion is scored on the same
@@ -167,7 +176,14 @@ impl Trainer {
             launcher,
             backbone,
             options,
+            state_machine: None,
         }
+    }
+
+    /// Big datasets (over `Config::map_threshold_images`) go to this state machine.
+    pub fn with_state_machine(mut self, launcher: Arc<StateMachineLauncher>) -> Self {
+        self.state_machine = Some(launcher);
+        self
     }
 
     /// [`Trainer::handle_invocation`] for a call from outside Lambda ([`LOCAL_INVOCATION`]).
@@ -236,6 +252,10 @@ impl Trainer {
                     .await?;
                 Ok(TrainerOutcome::Finished(Box::new(result)))
             }
+            Ok(Progress::HandedToStateMachine { images }) => {
+                info!(job_id, images, "handed to the training state machine");
+                Ok(TrainerOutcome::HandedToStateMachine { images })
+            }
             Ok(Progress::OutOfTime { done, total }) => {
                 let next = event.continuation + 1;
                 if next > self.config.max_continuations {
@@ -280,64 +300,100 @@ impl Trainer {
     }
 
     async fn run(&self, job_id: &str, spec: &JobSpec, deadline: Instant) -> Result<Progress> {
-        let backbone = if spec.input_size == self.backbone.preprocessor().input_size() {
-            Arc::clone(&self.backbone)
-        } else {
-            let size = spec.input_size;
-            Arc::new(
-                tokio::task::spawn_blocking(move || Backbone::from_bytes(BUNDLED_MODEL, size))
-                    .await??,
-            )
-        };
-        let entries = self.list_dataset(spec, &backbone).await?;
-        let cache_prefix = layout::feature_cache_prefix(
-            backbone.sha256(),
-            backbone.preprocessor().input_size(),
-            &spec.dataset,
-        );
-        let cached: HashSet<String> = self
-            .store
-            .list(&self.config.results_bucket, &cache_prefix)
-            .await?
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
+        let backbone = self.backbone_for(spec.input_size).await?;
+        let entries = self.list_dataset(spec).await?;
+        if let Some(state_machine) = &self.state_machine
+            && entries.len() > self.config.map_threshold_images
+        {
+            state_machine.start(job_id).await?;
+            return Ok(Progress::HandedToStateMachine {
+                images: entries.len(),
+            });
+        }
+        let cache = self.cache_for(&backbone, &spec.dataset);
+        let mut index = cache.index().await?;
         let missing: Vec<&DatasetEntry> = entries
             .iter()
-            .filter(|e| !cached.contains(&e.cache_key))
+            .filter(|e| !index.contains(&e.etag))
             .collect();
+        let done_before = entries.len() - missing.len();
         info!(
             job_id,
             total = entries.len(),
-            cached = entries.len() - missing.len(),
+            cached = done_before,
             "dataset listed"
         );
         self.report(TrainingProgress::DatasetListed {
             total: entries.len(),
-            cached: entries.len() - missing.len(),
+            cached: done_before,
         });
 
         let extraction_started = Instant::now();
-        let done_before = entries.len() - missing.len();
         let saved = self
-            .extract_missing(&backbone, &missing, done_before, entries.len(), deadline)
+            .extract_missing(
+                &backbone,
+                &cache,
+                &missing,
+                (done_before, entries.len()),
+                self.options.chunk_size,
+                deadline,
+            )
             .await?;
-        if saved < missing.len() {
+        saved.packs.iter().for_each(|pack| index.add(pack));
+        if saved.images < missing.len() {
             return Ok(Progress::OutOfTime {
-                done: done_before + saved,
+                done: done_before + saved.images,
                 total: entries.len(),
             });
         }
-        let extraction = extraction_started.elapsed();
-        let set = feature_cache::read(&self.store, &self.config.results_bucket, &entries).await?;
+        let extraction_ms = extraction_started.elapsed().as_secs_f64() * 1000.0;
+        let set = cache.read(&index, &entries).await?;
+        let trained = self
+            .train(backbone, set, entries, spec, extraction_ms)
+            .await?;
+        Ok(Progress::Complete(Box::new(trained)))
+    }
+
+    /// The backbone for a job's input size: the one loaded at cold start, or another compiled
+    /// for this job.
+    async fn backbone_for(&self, input_size: u32) -> Result<Arc<Backbone>> {
+        if input_size == self.backbone.preprocessor().input_size() {
+            return Ok(Arc::clone(&self.backbone));
+        }
+        Ok(Arc::new(
+            tokio::task::spawn_blocking(move || Backbone::from_bytes(BUNDLED_MODEL, input_size))
+                .await??,
+        ))
+    }
+
+    fn cache_for<'s>(&'s self, backbone: &Backbone, dataset: &str) -> FeatureCache<'s> {
+        FeatureCache::new(
+            &self.store,
+            &self.config.results_bucket,
+            layout::feature_cache_prefix(
+                backbone.sha256(),
+                backbone.preprocessor().input_size(),
+                dataset,
+            ),
+        )
+    }
+
+    /// Trains the head on a blocking thread, reporting each scored penalty.
+    async fn train(
+        &self,
+        backbone: Arc<Backbone>,
+        set: FeatureSet,
+        entries: Vec<DatasetEntry>,
+        spec: &JobSpec,
+        extraction_ms: f64,
+    ) -> Result<Trained> {
         let versions: HashMap<String, (String, u64)> = entries
             .into_iter()
             .map(|e| (e.key, (e.etag, e.size)))
             .collect();
         let config = spec.train_config();
-        let extraction_ms = extraction.as_secs_f64() * 1000.0;
         let progress = self.options.progress.clone();
-        let trained = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut scored = 0;
             vision::train_bundle(
                 &backbone,
@@ -363,8 +419,8 @@ impl Trainer {
                 versions,
             })
         })
-        .await??;
-        Ok(Progress::Complete(Box::new(trained)))
+        .await?
+        .map_err(PipelineError::from)
     }
 
     /// The spec pinned when the job was accepted; a trainer invoked directly (no upload
@@ -401,132 +457,5 @@ impl Trainer {
         if let Some(observer) = &self.options.progress {
             (observer.0)(progress);
         }
-    }
-
-    /// Writes the model files, decides whether the model serves (champion vs challenger), then
-    /// writes the result, which triggers the email.
-    async fn publish(
-        &self,
-        job_id: &str,
-        spec: &JobSpec,
-        trained: &Trained,
-        continuations: u32,
-        duration: Duration,
-    ) -> Result<JobResult> {
-        let bucket = &self.config.results_bucket;
-        let bundle = &trained.bundle;
-        let mut files = Vec::new();
-        for (name, bytes, content_type) in model_files(bundle) {
-            let key = layout::model_file_key(job_id, name);
-            self.store
-                .put(bucket, &key, bytes.to_vec(), content_type)
-                .await?;
-            files.push(name.to_owned());
-        }
-        let trained_on_key = layout::model_file_key(job_id, TRAINED_ON_FILE);
-        self.store
-            .put_json(bucket, &trained_on_key, &trained.trained_on())
-            .await?;
-        files.push(TRAINED_ON_FILE.to_owned());
-        misclassified::write(
-            &self.store,
-            &self.config.input_bucket,
-            bucket,
-            job_id,
-            (&bundle.evaluated, &trained.versions),
-        )
-        .await?;
-        let promotion =
-            match promotion::promote(&self.store, bucket, job_id, spec.promote, trained).await {
-                Ok(promotion) => promotion,
-                Err(error) if error.is_transient() => return Err(error),
-                // The model trained fine: a pointer that cannot be read or changed keeps it out of
-                // service, not out of the bucket, and the result says why.
-                Err(error) => promotion::not_decided(job_id, spec.promote, bundle, &error),
-            };
-        info!(job_id, promoted = promotion.promoted, reason = %promotion.reason, "promotion decided");
-        files.push(MISCLASSIFIED_FILE.to_owned());
-        let result = JobResult {
-            job_id: job_id.to_owned(),
-            status: JobStatus::Succeeded,
-            dataset: Some(spec.dataset.clone()),
-            notify: spec.notify.clone(),
-            error: None,
-            model: Some(ModelInfo {
-                prefix: layout::model_prefix(job_id),
-                files,
-            }),
-            summary: Some(summary(bundle, duration)),
-            promotion: Some(promotion),
-            continuations,
-            finished_at: now_rfc3339(),
-        };
-        if !self.write_result(job_id, &result).await? {
-            return Ok(result);
-        }
-        if let Some(summary) = &result.summary {
-            metrics::histogram!(observe::JOB_DURATION_SECONDS).record(summary.duration_ms / 1000.0);
-            metrics::histogram!(observe::VALIDATION_ACCURACY)
-                .record(summary.validation_accuracy * 100.0);
-        }
-        let _ = self
-            .store
-            .delete(bucket, &layout::checkpoint_key(job_id))
-            .await;
-        Ok(result)
-    }
-
-    async fn finish_failed(
-        &self,
-        result: JobResult,
-        error: &PipelineError,
-    ) -> Result<TrainerOutcome> {
-        warn!(job_id = %result.job_id, %error, "job failed");
-        if self.write_result(&result.job_id, &result).await? {
-            metrics::counter!(observe::JOBS_FAILED).increment(1);
-        }
-        Ok(TrainerOutcome::Finished(Box::new(result)))
-    }
-
-    /// Writes `results/<id>.json` once; `false` when another invocation already had.
-    async fn write_result(&self, job_id: &str, result: &JobResult) -> Result<bool> {
-        self.store
-            .put_json_if_absent(
-                &self.config.results_bucket,
-                &layout::result_key(job_id),
-                result,
-            )
-            .await
-    }
-}
-
-/// The model's files under `models/<id>/`: name, bytes, content type.
-fn model_files(bundle: &TrainedBundle) -> [(&'static str, &[u8], &'static str); 4] {
-    use vision::bundle::{EVALUATION_FILE, HEAD_FILE, METRICS_FILE, ONNX_FILE};
-    [
-        (ONNX_FILE, &bundle.model_onnx, "application/octet-stream"),
-        (HEAD_FILE, &bundle.head_json, JSON_CONTENT_TYPE),
-        (METRICS_FILE, &bundle.metrics_json, JSON_CONTENT_TYPE),
-        (
-            EVALUATION_FILE,
-            &bundle.evaluation_jsonl,
-            "application/x-ndjson",
-        ),
-    ]
-}
-
-/// The figures of a finished job that its result document and email show.
-fn summary(bundle: &TrainedBundle, duration: Duration) -> TrainingSummary {
-    let metrics = &bundle.metrics;
-    TrainingSummary {
-        labels: bundle.head.labels.clone(),
-        validation_accuracy: metrics.evaluation.accuracy,
-        macro_f1: metrics.evaluation.macro_f1,
-        images_train: metrics.images.train,
-        images_validation: metrics.images.validation,
-        images_skipped: metrics.images.skipped,
-        penalty: metrics.chosen_penalty.penalty,
-        cv_accuracy: metrics.chosen_penalty.cv_accuracy,
-        duration_ms: duration.as_secs_f64() * 1000.0,
     }
 }

@@ -1,0 +1,321 @@
+//! The training state machine's steps against moto, called as the state machine calls them:
+//! `prepare`, one `extract` per shard (in any order, some twice), `train`, and `fail` on the
+//! Catch path. The whole definition is executed by tests/test_state_machine.py; these tests pin
+//! what each step does and that the Map path trains the very model the in-Lambda path trains.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::stack::{INPUT, RESULTS, SENDER, Stack, aws, stack};
+use common::stack_config;
+use pipeline::documents::{JobResult, JobStatus};
+use pipeline::handlers::TrainerOutcome;
+use pipeline::handlers::trainer::StepError;
+use pipeline::{MapStep, StateMachineLauncher, Trainer, TrainerEvent, TrainerOptions};
+
+fn spec(dataset: &str) -> Vec<u8> {
+    serde_json::json!({
+        "dataset": dataset, "notify": ["owner@example.com"], "min_images_per_class": 2,
+        "validation_split": 0.25, "seed": 3
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(600)
+}
+
+/// The stack's trainer settings with shards of `shard_images` and `extra` variables.
+fn map_trainer(stack: &Stack, shard_images: usize, extra: &[(&str, String)]) -> Trainer {
+    let mut variables = vec![
+        ("SENDER_ADDRESS", SENDER.to_owned()),
+        ("MAP_SHARD_IMAGES", shard_images.to_string()),
+    ];
+    variables.extend(extra.iter().cloned());
+    Trainer::new(
+        stack_config(INPUT, RESULTS, &variables),
+        stack.store.clone(),
+        stack.launcher.clone(),
+        Arc::new(vision::Backbone::bundled().unwrap()),
+        TrainerOptions::default(),
+    )
+}
+
+async fn step(trainer: &Trainer, step: MapStep) -> serde_json::Value {
+    let output = trainer.handle_step(&step, deadline()).await.unwrap();
+    serde_json::to_value(output).unwrap()
+}
+
+async fn keys(stack: &Stack, prefix: &str) -> Vec<String> {
+    let listed = stack.store.list(RESULTS, prefix).await.unwrap();
+    listed.into_iter().map(|o| o.key).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_map_steps_train_the_model_one_invocation_trains() {
+    let stack = stack(TrainerOptions::default()).await;
+    // The same images under two names, so the runs share no cached features.
+    stack.upload_dataset("direct").await;
+    stack.upload_dataset("mapped").await;
+    stack.put(INPUT, "jobs/direct.json", spec("direct")).await;
+    stack.put(INPUT, "jobs/mapped.json", spec("mapped")).await;
+    let (direct, _) = stack.run_trainer("direct", deadline).await;
+    assert_eq!(direct.status, JobStatus::Succeeded, "{direct:?}");
+
+    let trainer = map_trainer(&stack, 4, &[]);
+    let job_id = "mapped".to_owned();
+    let prepared = step(
+        &trainer,
+        MapStep::Prepare {
+            job_id: job_id.clone(),
+        },
+    )
+    .await;
+    assert_eq!(prepared["status"], "ready", "{prepared}");
+    assert_eq!(
+        (
+            &prepared["images"],
+            &prepared["cached"],
+            &prepared["shards"]
+        ),
+        (&9.into(), &0.into(), &3.into()),
+        "{prepared}"
+    );
+    assert_eq!(prepared["manifest"]["bucket"], RESULTS);
+    let manifest_key = prepared["manifest"]["key"].as_str().unwrap();
+    let manifest = stack.store.get(RESULTS, manifest_key).await.unwrap().bytes;
+    let manifest = String::from_utf8(manifest).unwrap();
+    let shards: Vec<&str> = manifest.lines().skip(1).collect();
+    assert_eq!(manifest.lines().next(), Some("shard"), "{manifest}");
+    assert_eq!(shards.len(), 3, "{manifest}");
+
+    // The Map runs its children in any order, and a retried child runs again.
+    for shard in [shards[2], shards[0], shards[1], shards[0]] {
+        let extracted = step(
+            &trainer,
+            MapStep::Extract {
+                job_id: job_id.clone(),
+                shard: shard.to_owned(),
+            },
+        )
+        .await;
+        assert_eq!(extracted["shard"], shard);
+        assert_eq!(extracted["images"], extracted["extracted"], "{extracted}");
+    }
+    let cached = keys(&stack, "cache/").await;
+    let mapped: Vec<&String> = cached.iter().filter(|k| k.contains("/mapped/")).collect();
+    let packs = mapped.iter().filter(|k| k.ends_with(".lvp")).count();
+    assert_eq!(
+        (packs, mapped.len()),
+        (3, 6),
+        "one pack and one index per shard: {mapped:?}"
+    );
+
+    // Prepared again (a re-run of the job), nothing is left to extract.
+    let again = step(
+        &trainer,
+        MapStep::Prepare {
+            job_id: job_id.clone(),
+        },
+    )
+    .await;
+    assert_eq!(
+        (&again["cached"], &again["shards"]),
+        (&9.into(), &0.into()),
+        "{again}"
+    );
+
+    let trained = step(
+        &trainer,
+        MapStep::Train {
+            job_id: job_id.clone(),
+        },
+    )
+    .await;
+    assert_eq!(trained["status"], "succeeded", "{trained}");
+    let result: JobResult = stack.json("results/mapped.json").await;
+    let (a, b) = (direct.summary.unwrap(), result.summary.unwrap());
+    assert_eq!(a.labels, b.labels);
+    assert_eq!(
+        (a.images_train, a.images_validation, a.images_skipped),
+        (b.images_train, b.images_validation, b.images_skipped)
+    );
+    assert_eq!(a.images_skipped, 1, "the broken JPEG is skipped, not fatal");
+    assert_eq!(a.validation_accuracy, b.validation_accuracy);
+    assert_eq!(a.macro_f1, b.macro_f1);
+    assert_eq!(a.penalty, b.penalty);
+    assert!(result.promotion.is_some(), "the same promotion rules apply");
+    assert!(
+        keys(&stack, "models/mapped/")
+            .await
+            .iter()
+            .any(|k| k.ends_with("head.json")),
+        "the model files are written"
+    );
+    // A repeated step finds the result and does nothing.
+    let repeat = step(
+        &trainer,
+        MapStep::Train {
+            job_id: job_id.clone(),
+        },
+    )
+    .await;
+    assert_eq!(repeat["status"], "already_finished");
+    let finished = step(&trainer, MapStep::Prepare { job_id }).await;
+    assert_eq!(finished["status"], "finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_missing_a_shard_fails_once_with_what_is_missing() {
+    let stack = stack(TrainerOptions::default()).await;
+    stack.upload_dataset("partial").await;
+    stack.put(INPUT, "jobs/partial.json", spec("partial")).await;
+    let trainer = map_trainer(&stack, 4, &[]);
+    let job_id = "partial".to_owned();
+    step(
+        &trainer,
+        MapStep::Prepare {
+            job_id: job_id.clone(),
+        },
+    )
+    .await;
+    step(
+        &trainer,
+        MapStep::Extract {
+            job_id: job_id.clone(),
+            shard: "checkpoints/partial/shards/00000.json".to_owned(),
+        },
+    )
+    .await;
+    let error = trainer
+        .handle_step(
+            &MapStep::Train {
+                job_id: job_id.clone(),
+            },
+            deadline(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), "features_missing");
+    assert!(
+        error.to_string().contains("5 of the dataset's 9 images"),
+        "{error}"
+    );
+    assert!(!error.is_transient(), "no retry can help: {error}");
+
+    // A shard key of another job, or outside the job's shards, is refused.
+    let foreign = trainer
+        .handle_step(
+            &MapStep::Extract {
+                job_id: job_id.clone(),
+                shard: "models/current.json".to_owned(),
+            },
+            deadline(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.kind(), "unsafe_name", "{foreign}");
+
+    // The Catch path records it, as Step Functions hands over a function's error.
+    let diagnostic = lambda_runtime::Diagnostic::from(error);
+    let caught = StepError {
+        error: diagnostic.error_type.clone(),
+        cause: serde_json::json!({
+            "errorType": diagnostic.error_type, "errorMessage": diagnostic.error_message
+        })
+        .to_string(),
+    };
+    let fail = MapStep::Fail {
+        job_id: job_id.clone(),
+        error: caught,
+    };
+    assert_eq!(step(&trainer, fail.clone()).await["status"], "recorded");
+    assert_eq!(step(&trainer, fail).await["status"], "already_recorded");
+    let result: JobResult = stack.json("results/partial.json").await;
+    assert_eq!(result.status, JobStatus::Failed);
+    assert_eq!(result.notify, ["owner@example.com"], "the owner is told");
+    let error = result.error.unwrap();
+    assert_eq!(error.kind, "features_missing");
+    assert!(
+        error.message.contains("have no cached features"),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_job_is_handed_to_the_state_machine_once() {
+    let stack = stack(TrainerOptions::default()).await;
+    let sfn = aws_sdk_sfn::Client::new(&aws(&stack.s3_moto.url).await);
+    let machine = sfn
+        .create_state_machine()
+        .name("lambda-vision-training")
+        .role_arn("arn:aws:iam::123456789012:role/training")
+        .definition(r#"{"StartAt": "Wait", "States": {"Wait": {"Type": "Pass", "End": true}}}"#)
+        .send()
+        .await
+        .unwrap();
+    let arn = machine.state_machine_arn().to_owned();
+    stack.upload_dataset("big").await;
+    stack.put(INPUT, "jobs/big.json", spec("big")).await;
+    let trainer = map_trainer(&stack, 4, &[("MAP_THRESHOLD_IMAGES", "8".to_owned())])
+        .with_state_machine(Arc::new(StateMachineLauncher::new(
+            &aws(&stack.s3_moto.url).await,
+            arn.clone(),
+        )));
+    let event = TrainerEvent {
+        job_id: "big".to_owned(),
+        continuation: 0,
+    };
+    for _ in 0..2 {
+        let outcome = trainer.handle(&event, deadline()).await.unwrap();
+        assert_eq!(outcome, TrainerOutcome::HandedToStateMachine { images: 9 });
+    }
+    let executions = sfn
+        .list_executions()
+        .state_machine_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<&str> = executions.executions().iter().map(|e| e.name()).collect();
+    assert_eq!(names, ["big"], "one execution per job, named after it");
+    let execution = sfn
+        .describe_execution()
+        .execution_arn(executions.executions()[0].execution_arn())
+        .send()
+        .await
+        .unwrap();
+    let input: serde_json::Value = serde_json::from_str(execution.input().unwrap()).unwrap();
+    assert_eq!(input, serde_json::json!({"job_id": "big"}));
+    assert!(
+        keys(&stack, "cache/").await.is_empty(),
+        "nothing extracted in-Lambda"
+    );
+    assert!(keys(&stack, "results/").await.is_empty(), "no result yet");
+
+    // At or under the threshold, the job runs in the trainer as before.
+    let small = map_trainer(&stack, 4, &[("MAP_THRESHOLD_IMAGES", "9".to_owned())])
+        .with_state_machine(Arc::new(StateMachineLauncher::new(
+            &aws(&stack.s3_moto.url).await,
+            arn,
+        )));
+    stack.upload_dataset("small").await;
+    stack.put(INPUT, "jobs/small.json", spec("small")).await;
+    let outcome = small
+        .handle(
+            &TrainerEvent {
+                job_id: "small".to_owned(),
+                continuation: 0,
+            },
+            deadline(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, TrainerOutcome::Finished(r) if r.status == JobStatus::Succeeded),
+        "{outcome:?}"
+    );
+}
