@@ -1,5 +1,6 @@
 """The SAM application as it is deployed, on this machine: Docker with the Lambda base image (or
-its stand-in), moto for S3, SQS and SES v2 listening where containers reach it, the four
+its stand-in), moto for S3, SQS and SES v2 listening where containers reach it (and for Step
+Functions, whose interpreter invokes the functions: tests/moto_sfn_server.py), the four
 functions laid out exactly as `sam build` lays them out, and `sam local start-lambda` for the
 trainer. Everything is driven through the SAM CLI with `--config-env local` (samconfig.toml), so
 the commands here are the README's commands.
@@ -10,12 +11,14 @@ The suite plays `sam build`'s part from cargo's debug binaries (a release `sam b
 """
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -154,11 +157,35 @@ def serving(command: list, port: int, seconds: float, **popen):
 
 
 @pytest.fixture(scope="session")
-def moto_server(docker):
-    """moto on the Docker bridge address (the host as a container sees it)."""
-    moto = shutil.which("moto_server") or pytest.fail("pip install 'moto[server]==5.2.5'")
-    command = [moto, "-H", BRIDGE, "-p", str(MOTO_PORT)]
-    with serving(command, MOTO_PORT, 30, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+def invoke_faults(tmp_path_factory) -> Path:
+    """The fault file of tests/moto_sfn_server.py (`LV_INVOKE_FAULTS`): while it is absent,
+    every Lambda invoke a state machine makes reaches the function."""
+    return tmp_path_factory.mktemp("faults") / "invoke-faults.json"
+
+
+@pytest.fixture(scope="session")
+def moto_server(docker, invoke_faults, tmp_path_factory):
+    """moto on the Docker bridge address (the host as a container sees it): moto's own server,
+    started by tests/moto_sfn_server.py so that its Step Functions interpreter also executes
+    state machines, their Lambda tasks invoking the functions through `sam local
+    start-lambda`'s Invoke API (LAMBDA_URL) and their other AWS calls coming back here."""
+    if importlib.util.find_spec("moto") is None:
+        pytest.fail(f"pip install 'moto[server]==5.2.5' (for {sys.executable})")
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    command = [
+        sys.executable,
+        str(REPO / "tests" / "moto_sfn_server.py"),
+        "--lambda-endpoint",
+        LAMBDA_URL,
+        "-H",
+        BRIDGE,
+        "-p",
+        str(MOTO_PORT),
+    ]
+    env = {**os.environ, "LV_INVOKE_FAULTS": str(invoke_faults)}
+    with open(log, "wb") as output, serving(
+        command, MOTO_PORT, 30, env=env, stdout=output, stderr=subprocess.STDOUT
+    ):
         yield MOTO_URL
 
 
