@@ -383,6 +383,17 @@ def test_training_through_the_map_equals_the_in_lambda_path(stack, sfn, training
     )
     assert stack.exists(RESULTS, "models/mapped-2026-12-05/head.json")
 
+    # A new job on the same, now cached, dataset: no shards, so no Map; the same model.
+    submit(stack, "again-2026-12-05", "flowers-mapped")
+    again = execute(sfn, training, "again-2026-12-05")
+    assert again["status"] == "SUCCEEDED", explain(sfn, again["executionArn"])
+    rerun = prepared(sfn, again["executionArn"])
+    assert (rerun["cached"], rerun["shards"]) == (DATASET_IMAGES, 0), rerun
+    assert sfn.list_map_runs(executionArn=again["executionArn"])["mapRuns"] == []
+    repeated = stack.get_json(RESULTS, "results/again-2026-12-05.json")
+    assert repeated["status"] == "succeeded", repeated
+    assert repeated["summary"]["macro_f1"] == b["macro_f1"]
+
 
 def test_a_throttled_shard_is_retried(stack, sfn, training, faults):
     job_id = "throttled-2026-12-05"

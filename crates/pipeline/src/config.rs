@@ -34,6 +34,9 @@ pub struct Config {
     /// Images per Map child, extracted into one feature pack (`MAP_SHARD_IMAGES`, default 500:
     /// about 15 s at 1 vCPU, and one 2.5 MB pack).
     pub map_shard_images: usize,
+    /// The function's memory (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, set by Lambda): a job whose
+    /// features would not fit it is refused before any work. Unset outside Lambda.
+    pub function_memory_mb: Option<u64>,
 }
 
 impl Config {
@@ -114,6 +117,8 @@ impl Config {
             state_machine_arn: optional("STATE_MACHINE_ARN"),
             map_threshold_images: whole_number("MAP_THRESHOLD_IMAGES", 5_000)? as usize,
             map_shard_images: map_shard_images as usize,
+            function_memory_mb: optional("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+                .and_then(|mb| mb.parse().ok()),
         })
     }
 }

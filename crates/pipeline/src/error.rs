@@ -65,7 +65,7 @@ pub enum PipelineError {
     /// Training found images without cached features: the extraction (a Map of shards) did
     /// not cover the dataset as it is now, e.g. images were added after the job was prepared.
     #[error(
-        "{missing} of the dataset's {total} images have no cached features (first: {first}); the extraction did not finish, or images were added after the job started: run the job again"
+        "{missing} of the dataset's {total} images have no cached features (first: {first}); the extraction did not finish, or images were added after the job started: submit the spec again under a new job id (the features extracted so far are reused)"
     )]
     FeaturesMissing {
         missing: usize,
@@ -92,7 +92,8 @@ pub enum PipelineError {
     #[error("{0}")]
     ModelChangeRefused(String),
 
-    #[error("starting the trainer failed: {0}")]
+    /// Starting the trainer (async Invoke) or the training state machine (StartExecution).
+    #[error("starting {0}")]
     Invoke(String),
 
     #[error(transparent)]

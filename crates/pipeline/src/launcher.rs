@@ -54,7 +54,12 @@ impl TrainerLauncher for LambdaLauncher {
             .payload(aws_sdk_lambda::primitives::Blob::new(payload))
             .send()
             .await
-            .map_err(|e| PipelineError::Invoke(crate::error::describe_sdk_error(&e)))?;
+            .map_err(|e| {
+                PipelineError::Invoke(format!(
+                    "the trainer failed: {}",
+                    crate::error::describe_sdk_error(&e)
+                ))
+            })?;
         Ok(())
     }
 }
@@ -81,7 +86,7 @@ impl StateMachineLauncher {
             .client
             .start_execution()
             .state_machine_arn(&self.arn)
-            .name(job_id)
+            .name(execution_name(job_id))
             .input(input)
             .send()
             .await;
@@ -95,10 +100,42 @@ impl StateMachineLauncher {
                 Ok(())
             }
             Err(error) => Err(PipelineError::Invoke(format!(
-                "StartExecution of {}: {}",
+                "the training state machine failed (StartExecution of {}): {}",
                 self.arn,
                 crate::error::describe_sdk_error(&error)
             ))),
         }
+    }
+}
+
+/// The execution's name: the job id, which Step Functions keeps unique; an id longer than the
+/// 80 characters a name may have keeps its first 63 and a hash of the whole id.
+fn execution_name(job_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    if job_id.len() <= 80 {
+        return job_id.to_owned();
+    }
+    let hash: String = Sha256::digest(job_id.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let head: String = job_id.chars().take(63).collect();
+    format!("{head}-{hash}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn execution_names_fit_step_functions_and_stay_unique() {
+        assert_eq!(execution_name("flowers-2026"), "flowers-2026");
+        let long_a = "a".repeat(128);
+        let long_b = format!("{}b", "a".repeat(127));
+        let (a, b) = (execution_name(&long_a), execution_name(&long_b));
+        assert_eq!((a.len(), b.len()), (80, 80));
+        assert!(a.starts_with(&"a".repeat(63)));
+        assert_ne!(a, b, "ids that share a prefix get different names");
+        assert_eq!(execution_name(&"x".repeat(80)).len(), 80);
     }
 }

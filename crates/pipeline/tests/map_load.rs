@@ -217,7 +217,10 @@ async fn a_big_dataset_prepares_and_trains_in_requests_per_page_and_pack() {
             .unwrap();
     assert_eq!(result.status, JobStatus::Succeeded);
     let summary = result.summary.unwrap();
-    assert_eq!(summary.images_train + summary.images_validation, image_count);
+    assert_eq!(
+        summary.images_train + summary.images_validation,
+        image_count
+    );
     let metrics: vision::Metrics = serde_json::from_slice(
         &store
             .get(RESULTS, "models/big/metrics.json")

@@ -319,3 +319,48 @@ async fn a_big_job_is_handed_to_the_state_machine_once() {
         "{outcome:?}"
     );
 }
+
+/// A dataset whose features would not fit the trainer's memory is refused by `prepare`, before
+/// any extraction is paid for (the same check runs on the in-Lambda path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_too_big_for_the_trainers_memory_is_refused_before_any_work() {
+    let stack = stack(TrainerOptions::default()).await;
+    stack.upload_dataset("huge").await;
+    stack.put(INPUT, "jobs/huge.json", spec("huge")).await;
+    // 256 MB is the trainer's base alone: nine images' features do not fit beside it.
+    let trainer = map_trainer(
+        &stack,
+        4,
+        &[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_owned())],
+    );
+    let error = trainer
+        .handle_step(
+            &MapStep::Prepare {
+                job_id: "huge".to_owned(),
+            },
+            deadline(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), "invalid_spec", "{error}");
+    assert!(
+        error.to_string().contains("9 images need about 257 MB")
+            && error.to_string().contains("TrainerMemory"),
+        "{error}"
+    );
+    assert!(keys(&stack, "checkpoints/huge/shards").await.is_empty());
+    // With the memory Lambda gives by default, the same job is prepared.
+    let roomy = map_trainer(
+        &stack,
+        4,
+        &[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048".to_owned())],
+    );
+    let prepared = step(
+        &roomy,
+        MapStep::Prepare {
+            job_id: "huge".to_owned(),
+        },
+    )
+    .await;
+    assert_eq!(prepared["status"], "ready", "{prepared}");
+}

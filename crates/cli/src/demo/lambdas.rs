@@ -240,6 +240,10 @@ impl TrainerLauncher for InProcessLauncher {
                 job_id: job_id.to_owned(),
                 continuation,
             })
-            .map_err(|_| pipeline::PipelineError::Invoke("the demo has stopped".to_owned()))
+            .map_err(|_| {
+                pipeline::PipelineError::Invoke(
+                    "the trainer failed: the demo has stopped".to_owned(),
+                )
+            })
     }
 }

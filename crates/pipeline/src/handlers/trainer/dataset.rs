@@ -47,6 +47,8 @@ impl Trainer {
                 spec.dataset,
                 self.options.max_dataset_images
             ))
+        } else if let Some(reason) = self.memory_shortfall(entries.len()) {
+            Some(reason)
         } else if labels.len() > self.options.max_labels {
             Some(format!(
                 "{} labels under datasets/{}/, at most {} per job",
@@ -76,4 +78,24 @@ impl Trainer {
         }
         Ok(entries)
     }
+
+    /// Why this function's memory cannot train `images` images, if it cannot: the head is
+    /// trained in one invocation from every feature in memory (~3 copies of 5 KB per image at
+    /// peak, measured in `load.rs` and `map_load.rs`), so a job that would run out of memory
+    /// after its whole extraction is refused before it.
+    fn memory_shortfall(&self, images: usize) -> Option<String> {
+        let available = self.config.function_memory_mb?;
+        let needed =
+            TRAINING_BASE_MB + (images as u64 * TRAINING_BYTES_PER_IMAGE).div_ceil(1 << 20);
+        (needed > available).then(|| {
+            format!(
+                "{images} images need about {needed} MB to train the head (their features are held in memory); the trainer has {available} MB: raise the TrainerMemory parameter (up to 10240) or split the dataset"
+            )
+        })
+    }
 }
+
+/// The trainer's memory before any features: runtime, model, buffers (115–128 MiB measured).
+const TRAINING_BASE_MB: u64 = 256;
+/// Peak memory per dataset image when training: 5 KB of features, ~3 copies.
+const TRAINING_BYTES_PER_IMAGE: u64 = 16 * 1024;

@@ -40,6 +40,8 @@ pub(super) struct FeatureCache<'a> {
 #[derive(Default)]
 pub(super) struct CacheIndex {
     slots: HashMap<String, Slot>,
+    /// Rows each pack holds according to its index, checked against the pack when it is read.
+    rows: HashMap<Arc<str>, usize>,
 }
 
 enum Slot {
@@ -52,7 +54,8 @@ impl CacheIndex {
         self.slots.contains_key(etag)
     }
 
-    /// Adds a pack's entries (a later pack wins for an ETag in both: they hold the same data).
+    /// Adds a pack's entries. For an ETag in two packs, features win over a skipped record
+    /// (an image deleted while one batch read it is still usable from the other).
     pub(super) fn add(&mut self, index: &FeaturePackIndex) {
         let pack: Arc<str> = Arc::from(index.pack.as_str());
         let mut row = 0;
@@ -67,8 +70,13 @@ impl CacheIndex {
                     }
                 }
             };
-            self.slots.insert(entry.etag.clone(), slot);
+            let keep_features = matches!(slot, Slot::Skipped(_))
+                && matches!(self.slots.get(&entry.etag), Some(Slot::Row { .. }));
+            if !keep_features {
+                self.slots.insert(entry.etag.clone(), slot);
+            }
         }
+        self.rows.insert(pack, row);
     }
 }
 
@@ -106,20 +114,22 @@ impl<'a> FeatureCache<'a> {
     }
 
     /// Saves a batch of extraction results as one pack (the pack, then its index) and returns
-    /// the index written. An image version in the batch twice is stored once. Rows are in ETag
-    /// order, not in the order the workers finished, so a retried batch writes the same pack.
+    /// the index written. An image version in the batch twice is stored once, with features if
+    /// either copy has them. Rows are in ETag order, not in the order the workers finished, so a
+    /// retried batch writes the same pack.
     pub(super) async fn write_pack(
         &self,
         batch: &[(&DatasetEntry, Extracted)],
     ) -> Result<FeaturePackIndex> {
+        let skipped = |extracted: &Extracted| matches!(extracted, Extracted::Skipped(_));
         let mut unique: Vec<&(&DatasetEntry, Extracted)> = batch.iter().collect();
-        unique.sort_by(|(a, _), (b, _)| a.etag.cmp(&b.etag));
+        unique.sort_by(|(a, x), (b, y)| (&a.etag, skipped(x)).cmp(&(&b.etag, skipped(y))));
         unique.dedup_by(|(a, _), (b, _)| a.etag == b.etag);
-        let etags: Vec<&str> = unique
+        let layout: Vec<(&str, bool)> = unique
             .iter()
-            .map(|(entry, _)| entry.etag.as_str())
+            .map(|(entry, extracted)| (entry.etag.as_str(), skipped(extracted)))
             .collect();
-        let name = pack_name(&etags);
+        let name = pack_name(&layout);
         let mut rows = Vec::new();
         let mut entries = Vec::with_capacity(unique.len());
         for (entry, extracted) in unique {
@@ -154,7 +164,7 @@ impl<'a> FeatureCache<'a> {
     }
 
     /// The features of `entries`, in their order, from the packs that hold them: one GET per
-    /// pack, copied straight into the set, so memory is the set plus a few packs in flight.
+    /// pack, each decoded and copied into the set, so memory is the set plus a few packs.
     /// Fails with [`PipelineError::FeaturesMissing`] when an entry has no cached features.
     pub(super) async fn read(
         &self,
@@ -204,6 +214,18 @@ impl<'a> FeatureCache<'a> {
                 key: key.clone(),
                 reason: "not an LVP1 pack of 1280-value rows".to_owned(),
             })?;
+            let holds = rows.len() / FEATURE_LEN;
+            let indexed = index.rows.get(key.as_str()).copied().unwrap_or(0);
+            if holds != indexed {
+                return Err(PipelineError::BadDocument {
+                    what: "feature pack",
+                    bucket: self.bucket.to_owned(),
+                    key,
+                    reason: format!(
+                        "it holds {holds} rows and its index names {indexed}; delete the pack and its index, and they are extracted again"
+                    ),
+                });
+            }
             for &(row, destination) in wanted.get(key.as_str()).into_iter().flatten() {
                 let Some(source) = rows.get(row * FEATURE_LEN..(row + 1) * FEATURE_LEN) else {
                     return Err(PipelineError::BadDocument {
@@ -221,13 +243,15 @@ impl<'a> FeatureCache<'a> {
     }
 }
 
-/// A pack's name: a hash of the ETags it holds, so the same batch always lands on the same key
-/// and two different batches never share one.
-fn pack_name(etags: &[&str]) -> String {
+/// A pack's name: a hash of the ETags it holds and which of them are skipped records, i.e. of
+/// its whole layout, so the same batch always lands on the same key and two batches whose
+/// packs would differ in rows never share one (two writers interleaving pack and index could
+/// otherwise pair an index with another layout's rows).
+fn pack_name(layout: &[(&str, bool)]) -> String {
     let mut hasher = Sha256::new();
-    for etag in etags {
+    for (etag, skipped) in layout {
         hasher.update(etag.as_bytes());
-        hasher.update(b"\n");
+        hasher.update(if *skipped { b"\ns\n" } else { b"\nf\n" });
     }
     hasher.finalize()[..16]
         .iter()
@@ -294,13 +318,22 @@ mod tests {
     }
 
     #[test]
-    fn pack_names_depend_on_every_etag_and_their_order() {
-        let name = pack_name(&["\"a\"", "\"b\""]);
+    fn pack_names_depend_on_the_whole_layout() {
+        let (a, b) = (("\"a\"", false), ("\"b\"", false));
+        let name = pack_name(&[a, b]);
         assert_eq!(name.len(), 32);
-        assert_eq!(name, pack_name(&["\"a\"", "\"b\""]));
-        assert_ne!(name, pack_name(&["\"b\"", "\"a\""]));
-        assert_ne!(name, pack_name(&["\"a\""]));
-        assert_ne!(pack_name(&["ab", "c"]), pack_name(&["a", "bc"]));
+        assert_eq!(name, pack_name(&[a, b]));
+        assert_ne!(name, pack_name(&[b, a]));
+        assert_ne!(name, pack_name(&[a]));
+        assert_ne!(
+            name,
+            pack_name(&[a, ("\"b\"", true)]),
+            "a skipped image changes the rows"
+        );
+        assert_ne!(
+            pack_name(&[("ab", false), ("c", false)]),
+            pack_name(&[("a", false), ("bc", false)])
+        );
     }
 
     #[test]
@@ -335,5 +368,23 @@ mod tests {
             Some(Slot::Row { row: 1, .. })
         ));
         assert!(matches!(index.slots.get("x"), Some(Slot::Skipped(_))));
+        assert_eq!(index.rows.get("p"), Some(&2));
+        // Another pack that skipped "a" (deleted while it read) does not hide a's features.
+        index.add(&FeaturePackIndex {
+            pack: "q".to_owned(),
+            entries: vec![PackEntry {
+                etag: "a".to_owned(),
+                skipped: Some(SkippedImage {
+                    key: "d/cat/a.jpg".to_owned(),
+                    label: "cat".to_owned(),
+                    kind: "fetch".to_owned(),
+                    reason: "deleted before it could be read".to_owned(),
+                }),
+            }],
+        });
+        assert!(matches!(
+            index.slots.get("a"),
+            Some(Slot::Row { row: 0, .. })
+        ));
     }
 }

@@ -23,27 +23,29 @@ pub(super) struct Saved {
 
 impl Trainer {
     /// Streams the missing images from S3 into the extraction workers and saves every
-    /// `chunk_size` results to the feature cache as one pack while the workers go on, so reads
-    /// and writes overlap with compute and the workers never wait at a chunk boundary. Stops
-    /// fetching when the deadline nears (checked between chunks, after the first). Returns what
-    /// was extracted and saved; whatever was extracted is saved even when a fetch fails.
+    /// `pack_size` results to the feature cache as one pack while the workers go on, so reads
+    /// and writes overlap with compute and the workers never wait at a pack boundary. Stops
+    /// fetching when the deadline nears (checked every `chunk_size` images, after the first
+    /// chunk). Returns what was extracted and saved; whatever was extracted is saved even when a
+    /// fetch fails or time runs out.
     pub(super) async fn extract_missing(
         &self,
         backbone: &Arc<Backbone>,
         cache: &FeatureCache<'_>,
         missing: &[&DatasetEntry],
         (done_before, total): (usize, usize),
-        chunk_size: usize,
+        pack_size: usize,
         deadline: Instant,
     ) -> Result<Saved> {
         if missing.is_empty() {
             return Ok(Saved::default());
         }
-        let chunk_size = chunk_size.max(1);
+        let chunk_size = self.options.chunk_size.max(1);
+        let pack_size = pack_size.max(1);
         let (item_sender, mut item_receiver) =
             tokio::sync::mpsc::channel::<SourceItem>(2 * self.options.fetch_concurrency.max(1));
         let (result_sender, mut result_receiver) =
-            tokio::sync::mpsc::channel::<(usize, Extracted)>(chunk_size);
+            tokio::sync::mpsc::channel::<(usize, Extracted)>(chunk_size.min(pack_size));
         let options = ExtractOptions {
             workers: self.options.workers,
             total: Some(missing.len()),
@@ -63,7 +65,7 @@ impl Trainer {
         let feed = self.feed(missing, item_sender, chunk_size, deadline);
         let save = async {
             let mut saved = Saved::default();
-            let mut batch = Vec::with_capacity(chunk_size);
+            let mut batch = Vec::with_capacity(pack_size);
             while let Some((sequence, extracted)) = result_receiver.recv().await {
                 // The feed sends `missing` in order, so the sequence indexes it.
                 let Some(entry) = missing.get(sequence) else {
@@ -74,7 +76,7 @@ impl Trainer {
                     done: done_before + saved.images + batch.len(),
                     total,
                 });
-                if batch.len() == chunk_size {
+                if batch.len() == pack_size {
                     saved.packs.push(cache.write_pack(&batch).await?);
                     saved.images += batch.len();
                     batch.clear();

@@ -173,6 +173,50 @@ impl Trainer {
                 size: e.size,
             })
             .collect();
+        let shards = self.write_shards(job_id, &spec, &missing).await?;
+        // When the job was prepared: the result's duration counts from here.
+        let checkpoint = Checkpoint {
+            continuation: 0,
+            images_total: entries.len(),
+            images_done: entries.len() - missing.len(),
+            elapsed_ms: 0.0,
+            updated_at: now_rfc3339(),
+        };
+        self.store
+            .put_json(bucket, &layout::checkpoint_key(job_id), &checkpoint)
+            .await?;
+        info!(
+            job_id,
+            images = entries.len(),
+            missing = missing.len(),
+            shards,
+            "job prepared for the state machine"
+        );
+        if let StepOutput::Prepared {
+            status,
+            images,
+            cached,
+            shards: count,
+            ..
+        } = &mut prepared
+        {
+            *status = "ready";
+            *images = entries.len();
+            *cached = entries.len() - missing.len();
+            *count = shards;
+        }
+        Ok(prepared)
+    }
+
+    /// Writes one shard document per `MAP_SHARD_IMAGES` of `missing`, then the CSV manifest the
+    /// Map reads (header `shard`, one key per row). Returns how many shards there are.
+    async fn write_shards(
+        &self,
+        job_id: &str,
+        spec: &crate::documents::JobSpec,
+        missing: &[ShardImage],
+    ) -> Result<usize> {
+        let bucket = &self.config.results_bucket;
         let shards: Vec<(String, Shard)> = missing
             .chunks(self.config.map_shard_images.max(1))
             .enumerate()
@@ -201,38 +245,7 @@ impl Trainer {
         self.store
             .put(bucket, &manifest_key, csv.into_bytes(), "text/csv")
             .await?;
-        // When the job was prepared: the result's duration counts from here.
-        let checkpoint = Checkpoint {
-            continuation: 0,
-            images_total: entries.len(),
-            images_done: entries.len() - missing.len(),
-            elapsed_ms: 0.0,
-            updated_at: now_rfc3339(),
-        };
-        self.store
-            .put_json(bucket, &layout::checkpoint_key(job_id), &checkpoint)
-            .await?;
-        info!(
-            job_id,
-            images = entries.len(),
-            missing = missing.len(),
-            shards = shards.len(),
-            "job prepared for the state machine"
-        );
-        if let StepOutput::Prepared {
-            status,
-            images,
-            cached,
-            shards: count,
-            ..
-        } = &mut prepared
-        {
-            *status = "ready";
-            *images = entries.len();
-            *cached = entries.len() - missing.len();
-            *count = shards.len();
-        }
-        Ok(prepared)
+        Ok(shards.len())
     }
 
     /// Extracts one shard's images into one feature pack.
@@ -372,22 +385,41 @@ fn caught_error(caught: &StepError) -> ErrorInfo {
             .map(str::to_owned)
     };
     match (field("errorType"), field("errorMessage")) {
-        (Some(kind), Some(message)) if kind == caught.error => ErrorInfo {
+        // Ours: a kind in PascalCase. Lambda's own (`Runtime.OutOfMemory`) have a dot.
+        (Some(kind), Some(message)) if kind == caught.error && !kind.contains('.') => ErrorInfo {
             kind: snake_case(&kind),
             message,
         },
-        _ => {
-            let cause: String = caught.cause.chars().take(500).collect();
+        (_, message) => {
+            let detail = message.unwrap_or_else(|| caught.cause.clone());
+            let detail: String = detail.chars().take(500).collect();
             ErrorInfo {
                 kind: "step_failed".to_owned(),
                 message: format!(
-                    "the training state machine stopped: {}{}{}",
+                    "the training state machine stopped: {}{}{}{}",
                     caught.error,
-                    if cause.is_empty() { "" } else { ": " },
-                    cause
+                    if detail.is_empty() { "" } else { ": " },
+                    detail,
+                    hint(&caught.error)
                 ),
             }
         }
+    }
+}
+
+/// What to do about the errors of Lambda and Step Functions themselves that a job can meet.
+fn hint(error: &str) -> &'static str {
+    match error {
+        "Runtime.OutOfMemory" => {
+            " (the trainer ran out of memory: raise the TrainerMemory parameter or split the dataset)"
+        }
+        "States.Timeout" | "Sandbox.Timedout" => {
+            " (a step ran past its time: lower MapShardImages, or raise TrainerMemory for more CPU)"
+        }
+        "States.ExceedToleratedFailureThreshold" => {
+            " (a shard failed after its retries: its error is in the Map run's failed child execution)"
+        }
+        _ => "",
     }
 }
 
@@ -408,91 +440,4 @@ fn snake_case(pascal: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn inputs_are_told_apart_by_their_step() {
-        let job: TrainerInput =
-            serde_json::from_str(r#"{"job_id": "j1", "continuation": 2}"#).unwrap();
-        assert_eq!(
-            job,
-            TrainerInput::Job(TrainerEvent {
-                job_id: "j1".to_owned(),
-                continuation: 2
-            })
-        );
-        let extract: TrainerInput = serde_json::from_str(
-            r#"{"step": "extract", "job_id": "j1", "shard": "checkpoints/j1/shards/00000.json"}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            extract,
-            TrainerInput::Step(MapStep::Extract {
-                job_id: "j1".to_owned(),
-                shard: "checkpoints/j1/shards/00000.json".to_owned()
-            })
-        );
-        let fail: TrainerInput = serde_json::from_str(
-            r#"{"step": "fail", "job_id": "j1", "error": {"Error": "S3", "Cause": "x"}}"#,
-        )
-        .unwrap();
-        assert!(matches!(fail, TrainerInput::Step(MapStep::Fail { .. })));
-        let unknown = serde_json::from_str::<TrainerInput>(r#"{"step": "publish", "job_id": "j"}"#)
-            .unwrap_err();
-        assert!(unknown.to_string().contains("publish"), "{unknown}");
-        let stray = serde_json::from_str::<TrainerInput>(
-            r#"{"step": "train", "job_id": "j", "shard": "x"}"#,
-        )
-        .unwrap_err();
-        assert!(stray.to_string().contains("shard"), "{stray}");
-    }
-
-    #[test]
-    fn a_functions_own_error_keeps_its_kind_and_anything_else_is_named() {
-        let own = caught_error(&StepError {
-            error: "FeaturesMissing".to_owned(),
-            cause: r#"{"errorType":"FeaturesMissing","errorMessage":"3 of the dataset's 9 images have no cached features"}"#.to_owned(),
-        });
-        assert_eq!(own.kind, "features_missing");
-        assert!(
-            own.message.starts_with("3 of the dataset's 9"),
-            "{}",
-            own.message
-        );
-        let throttled = caught_error(&StepError {
-            error: "Lambda.TooManyRequestsException".to_owned(),
-            cause: "Rate exceeded".to_owned(),
-        });
-        assert_eq!(throttled.kind, "step_failed");
-        assert!(
-            throttled
-                .message
-                .contains("Lambda.TooManyRequestsException: Rate exceeded"),
-            "{}",
-            throttled.message
-        );
-        assert_eq!(snake_case("S3"), "s3");
-        assert_eq!(snake_case("ContinuationLimit"), "continuation_limit");
-    }
-
-    #[test]
-    fn outputs_have_the_fields_the_state_machine_reads() {
-        let prepared = StepOutput::Prepared {
-            job_id: "j".to_owned(),
-            status: "ready",
-            images: 9,
-            cached: 1,
-            shards: 2,
-            manifest: ManifestLocation {
-                bucket: "b".to_owned(),
-                key: layout::shard_manifest_key("j"),
-            },
-        };
-        let json = serde_json::to_value(&prepared).unwrap();
-        assert_eq!(json["status"], "ready");
-        assert_eq!(json["manifest"]["bucket"], "b");
-        assert_eq!(json["manifest"]["key"], "checkpoints/j/shards.csv");
-        assert_eq!(json["shards"], 2);
-    }
-}
+mod tests;
