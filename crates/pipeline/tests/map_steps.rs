@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use common::stack::{INPUT, RESULTS, SENDER, Stack, aws, stack};
 use common::stack_config;
 use pipeline::documents::{JobResult, JobStatus};
-use pipeline::handlers::TrainerOutcome;
 use pipeline::handlers::trainer::StepError;
+use pipeline::handlers::{FailureInput, FailureOutcome, FailureRecorder, TrainerOutcome};
 use pipeline::{MapStep, StateMachineLauncher, Trainer, TrainerEvent, TrainerOptions};
 
 fn spec(dataset: &str) -> Vec<u8> {
@@ -363,4 +363,45 @@ async fn a_job_too_big_for_the_trainers_memory_is_refused_before_any_work() {
     )
     .await;
     assert_eq!(prepared["status"], "ready", "{prepared}");
+}
+
+/// An execution that ends without a result (stopped by hand, timed out, an error no Catch can
+/// take) reaches the failure recorder through EventBridge: one failed result for the owner;
+/// the event again, or for a job the Catch already recorded, writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_that_ends_without_a_result_gets_one() {
+    let stack = stack(TrainerOptions::default()).await;
+    stack.put(INPUT, "jobs/stopped.json", spec("stopped")).await;
+    let recorder = FailureRecorder::new(stack_config(INPUT, RESULTS, &[]), stack.store.clone());
+    // EventBridge's "Step Functions Execution Status Change", as AWS documents it.
+    let event = serde_json::json!({
+        "version": "0", "id": "315c1398-40ff-a850-213b-158f73e60175",
+        "detail-type": "Step Functions Execution Status Change", "source": "aws.states",
+        "account": "123456789012", "time": "2026-12-05T14:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:states:us-east-1:123456789012:execution:lv-training:stopped"],
+        "detail": {
+            "executionArn": "arn:aws:states:us-east-1:123456789012:execution:lv-training:stopped",
+            "stateMachineArn": "arn:aws:states:us-east-1:123456789012:stateMachine:lv-training",
+            "name": "stopped", "status": "ABORTED", "startDate": 1_764_943_200_000_i64,
+            "stopDate": 1_764_943_260_000_i64, "input": "{\"job_id\":\"stopped\"}",
+            "inputDetails": {"included": true}, "output": null, "error": null, "cause": null
+        }
+    });
+    let input: FailureInput = serde_json::from_value(event).unwrap();
+    let first = recorder.handle_input(&input).await.unwrap();
+    assert!(
+        matches!(&first[..], [FailureOutcome::JobFailed { job_id }] if job_id == "stopped"),
+        "{first:?}"
+    );
+    let again = recorder.handle_input(&input).await.unwrap();
+    assert!(
+        matches!(&again[..], [FailureOutcome::AlreadyRecorded { .. }]),
+        "{again:?}"
+    );
+    let result: JobResult = stack.json("results/stopped.json").await;
+    assert_eq!(result.status, JobStatus::Failed);
+    assert_eq!(result.notify, ["owner@example.com"]);
+    let error = result.error.unwrap();
+    assert_eq!(error.kind, "state_machine_ended");
+    assert!(error.message.contains("ended ABORTED"), "{}", error.message);
 }

@@ -30,13 +30,20 @@ fn s3_notifications_match_the_rules_in_code() {
         let Some(events) = resource["Properties"]["Events"].as_mapping() else {
             continue;
         };
+        let s3_events: Vec<_> = events
+            .iter()
+            .filter(|(_, event)| event["Type"].as_str() == Some("S3"))
+            .collect();
+        if s3_events.is_empty() {
+            continue;
+        }
         let function = match name.as_str() {
             Some("UploadTriggerFunction") => Function::UploadTrigger,
             Some("TrainerFunction") => Function::Trainer,
             Some("NotifierFunction") => Function::Notifier,
             other => panic!("unexpected function with S3 events {other:?}"),
         };
-        for (event_name, event) in events {
+        for (event_name, event) in s3_events {
             assert_eq!(event["Type"].as_str(), Some("S3"), "{event_name:?}");
             let properties = &event["Properties"];
             assert_eq!(properties["Events"].as_str(), Some("s3:ObjectCreated:*"));
@@ -128,10 +135,25 @@ fn given_up_invocations_reach_the_failure_recorder_which_never_reaches_itself() 
             "{function}"
         );
     }
-    assert!(
-        resources["FailureRecorderFunction"]["Properties"]["Events"].is_null(),
-        "the failure recorder must not be triggered by S3"
-    );
+    // Its only events are the training state machine's ended executions: no S3 trigger.
+    let events = resources["FailureRecorderFunction"]["Properties"]["Events"]
+        .as_mapping()
+        .map(|events| events.values().cloned().collect::<Vec<_>>())
+        .unwrap_or_default();
+    for event in &events {
+        assert_eq!(
+            event["Type"].as_str(),
+            Some("EventBridgeRule"),
+            "the failure recorder must not be triggered by S3: {event:?}"
+        );
+        let pattern = &event["Properties"]["Pattern"];
+        assert_eq!(strings(&pattern["source"]), ["aws.states"]);
+        let machine = strings(&pattern["detail"]["stateMachineArn"]).concat();
+        assert!(
+            machine.ends_with(":stateMachine:${AWS::StackName}-training"),
+            "{machine}"
+        );
+    }
 }
 
 /// Every `Statement` of every function policy, as (function, statement).

@@ -1,7 +1,9 @@
-//! The failure recorder: the on-failure destination of the upload trigger and the trainer.
-//! When Lambda gives up on an invocation (its retries exhausted, or its event too old), the
-//! user still gets what they wait for: an error prediction for each image, a failed result —
-//! and so exactly one email — for each job. Every write is conditional, so a record delivered
+//! The failure recorder: the on-failure destination of the upload trigger and the trainer, and
+//! the target of the training state machine's failed, timed-out or aborted executions. When
+//! Lambda gives up on an invocation (its retries exhausted, or its event too old), or an
+//! execution ends without a result (an error no `Catch` can take, a stop by hand), the user
+//! still gets what they wait for: an error prediction for each image, a failed result — and so
+//! exactly one email — for each job. Every write is conditional, so a record delivered
 //! twice writes nothing new; the keys written (`predictions/…`, `results/…`) trigger only the
 //! notifier, never this function or the ones it records for.
 
@@ -41,6 +43,49 @@ pub struct RequestContext {
     pub approximate_invoke_count: u32,
 }
 
+/// What the failure recorder is invoked with.
+#[derive(Debug, Clone)]
+pub enum FailureInput {
+    /// Lambda's on-failure destination record.
+    Invocation(Box<InvocationRecord>),
+    /// EventBridge's "Step Functions Execution Status Change" for an execution that ended
+    /// `FAILED`, `TIMED_OUT` or `ABORTED`.
+    Execution(ExecutionEnded),
+}
+
+impl<'de> Deserialize<'de> for FailureInput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let parsed = if value.get("detail-type").is_some() {
+            serde_json::from_value::<ExecutionEvent>(value)
+                .map(|e| FailureInput::Execution(e.detail))
+        } else {
+            serde_json::from_value(value).map(|r| FailureInput::Invocation(Box::new(r)))
+        };
+        parsed.map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Deserialize)]
+struct ExecutionEvent {
+    detail: ExecutionEnded,
+}
+
+/// The fields used of an execution status change's `detail`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionEnded {
+    pub name: String,
+    pub status: String,
+    /// The execution's input as JSON text: `{"job_id": …}`.
+    #[serde(default)]
+    pub input: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub cause: Option<String>,
+}
+
 /// What the recorder did for one item of the failed event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailureOutcome {
@@ -68,6 +113,44 @@ pub struct FailureRecorder {
 impl FailureRecorder {
     pub fn new(config: Config, store: S3Store) -> Self {
         FailureRecorder { config, store }
+    }
+
+    /// Records what `input` reports; see [`FailureRecorder::handle`] and
+    /// [`FailureRecorder::handle_execution`].
+    pub async fn handle_input(&self, input: &FailureInput) -> Result<Vec<FailureOutcome>> {
+        match input {
+            FailureInput::Invocation(record) => self.handle(record).await,
+            FailureInput::Execution(ended) => Ok(vec![self.handle_execution(ended).await?]),
+        }
+    }
+
+    /// Writes the failed result of a training execution that ended without one. Usually the
+    /// state machine's own `Catch` has written it already, and nothing more is written.
+    pub async fn handle_execution(&self, ended: &ExecutionEnded) -> Result<FailureOutcome> {
+        let job_id = ended
+            .input
+            .as_deref()
+            .and_then(|input| serde_json::from_str::<serde_json::Value>(input).ok())
+            .and_then(|input| input.get("job_id")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| ended.name.clone());
+        let detail = [ended.error.as_deref(), ended.cause.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(": ");
+        let detail: String = detail.chars().take(500).collect();
+        let cause = ErrorInfo {
+            kind: "state_machine_ended".to_owned(),
+            message: format!(
+                "the training state machine's execution {} ended {}{}{}",
+                ended.name,
+                ended.status,
+                if detail.is_empty() { "" } else { ": " },
+                detail
+            ),
+        };
+        warn!(job_id, status = %ended.status, "a training execution ended without a result");
+        self.fail_job(&job_id, 0, cause).await
     }
 
     /// Records the failure of every image and job in `record`'s event. Transient S3 errors
@@ -156,7 +239,10 @@ impl FailureRecorder {
             if super::record_failed_job(&self.store, &self.config, job_id, continuations, cause)
                 .await?
             {
-                info!(job_id, "failed result written for a job Lambda gave up on");
+                info!(
+                    job_id,
+                    "failed result written for a job that was given up on"
+                );
                 FailureOutcome::JobFailed {
                     job_id: job_id.to_owned(),
                 }

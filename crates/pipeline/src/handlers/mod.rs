@@ -20,7 +20,7 @@ use crate::event::{CreatedObject, S3Event, created_objects};
 use crate::layout;
 use crate::store::S3Store;
 
-pub use failures::{FailureOutcome, FailureRecorder, InvocationRecord};
+pub use failures::{FailureInput, FailureOutcome, FailureRecorder, InvocationRecord};
 pub use notifier::{Notifier, NotifyOutcome};
 pub use trainer::{
     MapStep, ProgressObserver, StepOutput, Trainer, TrainerInput, TrainerOptions, TrainerOutcome,
