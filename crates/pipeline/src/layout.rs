@@ -177,6 +177,18 @@ pub fn shard_key(job_id: &str, index: usize) -> String {
     format!("{}{index:05}{JSON_SUFFIX}", shard_prefix(job_id))
 }
 
+/// Why a shard's last attempt failed (`documents::ShardError`), so the failed result can say
+/// which shard and why: Step Functions reports only that the Map failed. Deleted when the
+/// shard succeeds.
+pub fn shard_error_key(job_id: &str, shard_key: &str) -> String {
+    let file = shard_key.rsplit('/').next().unwrap_or(shard_key);
+    format!("{}{file}", shard_errors_prefix(job_id))
+}
+
+pub fn shard_errors_prefix(job_id: &str) -> String {
+    format!("{CHECKPOINTS_PREFIX}{job_id}/shard-errors/")
+}
+
 /// Shard keys of a job start with this; a step is refused any other key.
 pub fn shard_prefix(job_id: &str) -> String {
     format!("{CHECKPOINTS_PREFIX}{job_id}/shards/")
@@ -265,6 +277,7 @@ mod tests {
             feature_pack_index_key(&feature_cache_prefix("abc", 224, "d"), "0123abcd"),
             shard_manifest_key("j"),
             shard_key("j", 7),
+            shard_error_key("j", &shard_key("j", 7)),
             checkpoint_key("j"),
             lease_key("j"),
             accepted_spec_key("j"),

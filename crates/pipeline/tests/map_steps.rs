@@ -405,3 +405,71 @@ async fn an_execution_that_ends_without_a_result_gets_one() {
     assert_eq!(error.kind, "state_machine_ended");
     assert!(error.message.contains("ended ABORTED"), "{}", error.message);
 }
+
+/// Step Functions reports a failed Map only as `States.ExceedToleratedFailureThreshold`; the
+/// failed result names the shard and its own error instead, and a shard that failed once and
+/// then succeeded is not blamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_map_is_reported_with_the_shard_and_its_error() {
+    let stack = stack(TrainerOptions::default()).await;
+    stack.upload_dataset("blamed").await;
+    stack.put(INPUT, "jobs/blamed.json", spec("blamed")).await;
+    let trainer = map_trainer(&stack, 4, &[]);
+    let job_id = "blamed".to_owned();
+    step(
+        &trainer,
+        MapStep::Prepare {
+            job_id: job_id.clone(),
+        },
+    )
+    .await;
+    let shard = |n: usize| format!("checkpoints/blamed/shards/{n:05}.json");
+    let extract = |n: usize| MapStep::Extract {
+        job_id: job_id.clone(),
+        shard: shard(n),
+    };
+    // Shard 0 fails once (its document is gone), then succeeds once it is back.
+    let saved = stack.store.get(RESULTS, &shard(0)).await.unwrap().bytes;
+    stack.store.delete(RESULTS, &shard(0)).await.unwrap();
+    assert!(trainer.handle_step(&extract(0), deadline()).await.is_err());
+    assert!(
+        !keys(&stack, "checkpoints/blamed/shard-errors/")
+            .await
+            .is_empty()
+    );
+    stack.put(RESULTS, &shard(0), saved).await;
+    step(&trainer, extract(0)).await;
+    assert!(
+        keys(&stack, "checkpoints/blamed/shard-errors/")
+            .await
+            .is_empty(),
+        "a shard that succeeded is forgotten"
+    );
+    // Shard 2 fails for good.
+    stack.store.delete(RESULTS, &shard(2)).await.unwrap();
+    let error = trainer
+        .handle_step(&extract(2), deadline())
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), "not_found");
+
+    let caught = StepError {
+        error: "States.ExceedToleratedFailureThreshold".to_owned(),
+        cause: "The specified tolerated failure threshold was exceeded".to_owned(),
+    };
+    let fail = MapStep::Fail {
+        job_id,
+        error: caught,
+    };
+    assert_eq!(step(&trainer, fail).await["status"], "recorded");
+    let result: JobResult = stack.json("results/blamed.json").await;
+    let error = result.error.unwrap();
+    assert_eq!(error.kind, "not_found", "{error:?}");
+    assert!(
+        error.message.starts_with(
+            "1 shard(s) failed after their retries; checkpoints/blamed/shards/00002.json: "
+        ) && error.message.contains("does not exist"),
+        "{}",
+        error.message
+    );
+}

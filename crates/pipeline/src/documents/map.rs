@@ -29,6 +29,14 @@ pub struct Shard {
     pub images: Vec<ShardImage>,
 }
 
+/// `checkpoints/<id>/shard-errors/<n>.json`: the error of a shard's last failed attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardError {
+    pub shard: String,
+    pub kind: String,
+    pub message: String,
+}
+
 /// One dataset image as listed when the job was prepared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShardImage {

@@ -20,7 +20,7 @@ pub use job::{
     ModelScore, PromotePolicy, Promotion, TrainingSummary, is_plausible_address, salvage_notify,
 };
 pub use lease::TrainerLease;
-pub use map::{FeaturePackIndex, PackEntry, Shard, ShardImage};
+pub use map::{FeaturePackIndex, PackEntry, Shard, ShardError, ShardImage};
 pub use misclassified::{MISCLASSIFIED_FILE, Misclassified, TRAINED_ON_FILE, TrainedOn};
 pub use notification::{NotificationRecord, NotificationState};
 pub use prediction::{IMAGENET_MODEL, NO_MODEL, PredictionDocument};
@@ -61,6 +61,9 @@ impl Document for FeaturePackIndex {
 }
 impl Document for Shard {
     const NAME: &'static str = "shard";
+}
+impl Document for ShardError {
+    const NAME: &'static str = "shard error";
 }
 impl Document for ReviewEntry {
     const NAME: &'static str = "review entry";

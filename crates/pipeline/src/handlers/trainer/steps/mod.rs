@@ -13,11 +13,14 @@ use tracing::info;
 
 use super::{DatasetEntry, Trainer};
 use crate::clock::{now_rfc3339, since_rfc3339};
-use crate::documents::{Checkpoint, ErrorInfo, JobStatus, Shard, ShardImage};
+use crate::documents::{Checkpoint, ErrorInfo, JobStatus, Shard, ShardError, ShardImage};
 use crate::error::{PipelineError, Result};
 use crate::launcher::TrainerEvent;
 use crate::layout;
 use crate::observe;
+
+/// What Step Functions reports when a Distributed Map's children failed.
+const MAP_FAILED: &str = "States.ExceedToleratedFailureThreshold";
 
 /// Shard documents written at once by `prepare`.
 const SHARD_WRITES: usize = 16;
@@ -125,7 +128,11 @@ impl Trainer {
     pub async fn handle_step(&self, step: &MapStep, deadline: Instant) -> Result<StepOutput> {
         match step {
             MapStep::Prepare { job_id } => self.prepare(job_id).await,
-            MapStep::Extract { job_id, shard } => self.extract_shard(job_id, shard, deadline).await,
+            MapStep::Extract { job_id, shard } => {
+                let extracted = self.extract_shard(job_id, shard, deadline).await;
+                self.note_shard_outcome(job_id, shard, &extracted).await;
+                extracted
+            }
             MapStep::Train { job_id } => self.train_step(job_id).await,
             MapStep::Fail { job_id, error } => self.record_step_failure(job_id, error).await,
         }
@@ -298,6 +305,46 @@ impl Trainer {
         })
     }
 
+    /// Keeps the error of a shard's failed attempt where the `fail` step finds it, and forgets
+    /// it when an attempt succeeds (best effort: this only improves the failure's message).
+    async fn note_shard_outcome(&self, job_id: &str, shard: &str, outcome: &Result<StepOutput>) {
+        if layout::validate_id("job id", job_id).is_err()
+            || !shard.starts_with(&layout::shard_prefix(job_id))
+        {
+            return;
+        }
+        let bucket = &self.config.results_bucket;
+        let key = layout::shard_error_key(job_id, shard);
+        let _ = match outcome {
+            Ok(_) => self.store.delete(bucket, &key).await,
+            Err(error) => {
+                let noted = ShardError {
+                    shard: shard.to_owned(),
+                    kind: error.kind().to_owned(),
+                    message: error.to_string(),
+                };
+                self.store.put_json(bucket, &key, &noted).await
+            }
+        };
+    }
+
+    /// The first shard whose last attempt failed, and how many did.
+    async fn failed_shards(&self, job_id: &str) -> Option<(ShardError, usize)> {
+        let bucket = &self.config.results_bucket;
+        let listed = self
+            .store
+            .list(bucket, &layout::shard_errors_prefix(job_id))
+            .await
+            .ok()?;
+        let first = listed.first()?;
+        let stored = self
+            .store
+            .get_json_lenient::<ShardError>(bucket, &first.key)
+            .await
+            .ok()??;
+        Some((stored.document?, listed.len()))
+    }
+
     /// Trains the head from the packs and publishes the model and result, as the in-Lambda
     /// path does once its extraction is done.
     async fn train_step(&self, job_id: &str) -> Result<StepOutput> {
@@ -349,14 +396,21 @@ impl Trainer {
     /// The Catch path: writes the job's failed result (once) from what the state machine
     /// caught, so the owner gets one email as on the in-Lambda path.
     async fn record_step_failure(&self, job_id: &str, error: &StepError) -> Result<StepOutput> {
-        let written = crate::handlers::record_failed_job(
-            &self.store,
-            &self.config,
-            job_id,
-            0,
-            caught_error(error),
-        )
-        .await?;
+        let mut cause = caught_error(error);
+        // A failed Map says only that; the shard's own error says what went wrong.
+        if error.error == MAP_FAILED
+            && let Some((shard, failed)) = self.failed_shards(job_id).await
+        {
+            cause = ErrorInfo {
+                kind: shard.kind,
+                message: format!(
+                    "{failed} shard(s) failed after their retries; {}: {}",
+                    shard.shard, shard.message
+                ),
+            };
+        }
+        let written =
+            crate::handlers::record_failed_job(&self.store, &self.config, job_id, 0, cause).await?;
         if written {
             metrics::counter!(observe::JOBS_FAILED).increment(1);
         }
