@@ -9,20 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::stack::{INPUT, RESULTS, SENDER, Stack, aws, stack};
-use common::stack_config;
+use common::{job_spec as spec, stack_config};
 use pipeline::documents::{JobResult, JobStatus};
 use pipeline::handlers::trainer::StepError;
 use pipeline::handlers::{FailureInput, FailureOutcome, FailureRecorder, TrainerOutcome};
 use pipeline::{MapStep, StateMachineLauncher, Trainer, TrainerEvent, TrainerOptions};
-
-fn spec(dataset: &str) -> Vec<u8> {
-    serde_json::json!({
-        "dataset": dataset, "notify": ["owner@example.com"], "min_images_per_class": 2,
-        "validation_split": 0.25, "seed": 3
-    })
-    .to_string()
-    .into_bytes()
-}
 
 fn deadline() -> Instant {
     Instant::now() + Duration::from_secs(600)

@@ -9,22 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::stack::{INPUT, RESULTS, SENDER, aws, stack, stack_with};
-use common::{fixture, stack_config};
+use common::{fixture, job_spec as spec, stack_config};
 use pipeline::documents::PredictionDocument;
 use pipeline::documents::{JobResult, JobStatus};
 use pipeline::handlers::RecordOutcome;
 use pipeline::handlers::TrainerOutcome;
 use pipeline::handlers::{FailureRecorder, InvocationRecord, NotifyOutcome};
 use pipeline::{Notifier, SesMailer, TrainerEvent, TrainerOptions};
-
-fn spec(dataset: &str) -> Vec<u8> {
-    serde_json::json!({
-        "dataset": dataset, "notify": ["owner@example.com"], "min_images_per_class": 2,
-        "validation_split": 0.25, "seed": 3
-    })
-    .to_string()
-    .into_bytes()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_runs_from_upload_to_exactly_one_email() {

@@ -123,3 +123,14 @@ impl LocalStack {
         }
     }
 }
+
+/// A job spec for `dataset` that trains quickly on the small test datasets, notifying
+/// owner@example.com.
+pub fn job_spec(dataset: &str) -> Vec<u8> {
+    serde_json::json!({
+        "dataset": dataset, "notify": ["owner@example.com"], "min_images_per_class": 2,
+        "validation_split": 0.25, "seed": 3
+    })
+    .to_string()
+    .into_bytes()
+}

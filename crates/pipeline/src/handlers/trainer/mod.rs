@@ -203,15 +203,8 @@ impl Trainer {
         invocation: &str,
     ) -> Result<TrainerOutcome> {
         let started = Instant::now();
-        layout::validate_id("job id", &event.job_id)?;
         let job_id = event.job_id.as_str();
-        let results = &self.config.results_bucket;
-        if self
-            .store
-            .get_if_exists(results, &layout::result_key(job_id))
-            .await?
-            .is_some()
-        {
+        if self.has_result(job_id).await? {
             return Ok(TrainerOutcome::AlreadyFinished);
         }
         if !self
@@ -435,22 +428,36 @@ impl Trainer {
         }
     }
 
-    /// Time spent by the invocations before this continuation, from the checkpoint (zero when
-    /// it cannot be read: it is informational only).
-    async fn earlier_invocations(&self, job_id: &str) -> Duration {
-        let checkpoint = self
+    /// Whether the job (a safe id) already has its result: then there is nothing to do.
+    async fn has_result(&self, job_id: &str) -> Result<bool> {
+        layout::validate_id("job id", job_id)?;
+        Ok(self
             .store
+            .get_if_exists(&self.config.results_bucket, &layout::result_key(job_id))
+            .await?
+            .is_some())
+    }
+
+    /// The job's checkpoint, or `None` when it is absent or cannot be read: it only feeds the
+    /// duration figure, so it never fails a job.
+    async fn checkpoint(&self, job_id: &str) -> Option<Checkpoint> {
+        self.store
             .get_json_lenient::<Checkpoint>(
                 &self.config.results_bucket,
                 &layout::checkpoint_key(job_id),
             )
-            .await;
-        match checkpoint {
-            Ok(Some(stored)) => stored.document.map_or(Duration::ZERO, |c| {
-                Duration::try_from_secs_f64(c.elapsed_ms / 1000.0).unwrap_or_default()
-            }),
-            _ => Duration::ZERO,
-        }
+            .await
+            .ok()
+            .flatten()
+            .and_then(|stored| stored.document)
+    }
+
+    /// Time spent by the invocations before this continuation, from the checkpoint.
+    async fn earlier_invocations(&self, job_id: &str) -> Duration {
+        self.checkpoint(job_id)
+            .await
+            .and_then(|c| Duration::try_from_secs_f64(c.elapsed_ms / 1000.0).ok())
+            .unwrap_or_default()
     }
 
     fn report(&self, progress: TrainingProgress) {

@@ -138,15 +138,6 @@ impl Trainer {
         }
     }
 
-    async fn has_result(&self, job_id: &str) -> Result<bool> {
-        layout::validate_id("job id", job_id)?;
-        Ok(self
-            .store
-            .get_if_exists(&self.config.results_bucket, &layout::result_key(job_id))
-            .await?
-            .is_some())
-    }
-
     /// Lists the dataset, drops what is cached, and writes one shard document per
     /// `MAP_SHARD_IMAGES` missing images plus the CSV manifest of their keys.
     async fn prepare(&self, job_id: &str) -> Result<StepOutput> {
@@ -374,23 +365,12 @@ impl Trainer {
         }))
     }
 
-    /// Time since `prepare` ran (its checkpoint), i.e. the extraction by the Map; zero when it
-    /// cannot be read: it is informational only.
+    /// Time since `prepare` ran (its checkpoint), i.e. the extraction by the Map.
     async fn since_prepared(&self, job_id: &str) -> Duration {
-        let checkpoint = self
-            .store
-            .get_json_lenient::<Checkpoint>(
-                &self.config.results_bucket,
-                &layout::checkpoint_key(job_id),
-            )
-            .await;
-        match checkpoint {
-            Ok(Some(stored)) => stored
-                .document
-                .and_then(|c| since_rfc3339(&c.updated_at))
-                .unwrap_or_default(),
-            _ => Duration::ZERO,
-        }
+        self.checkpoint(job_id)
+            .await
+            .and_then(|c| since_rfc3339(&c.updated_at))
+            .unwrap_or_default()
     }
 
     /// The Catch path: writes the job's failed result (once) from what the state machine
