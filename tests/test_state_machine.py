@@ -454,3 +454,62 @@ def test_a_shard_that_fails_for_good_fails_the_job_once_with_one_email(stack, sf
     assert owner in json.dumps(emails[0])
     assert stack.get_json(RESULTS, f"notifications/{job_id}.json")["state"] == "sent"
     assert stack.notifications("results-events") == [], "the result was written once"
+
+
+def test_a_prefix_is_reclassified_through_the_map(stack, sfn, training):
+    """A job spec with `classify`: every image under the prefix, and nothing else, gets a
+    prediction from the serving model (the ImageNet classes here: no model was trained),
+    through the same definition's Map; the result counts them per label and points at one CSV
+    of every image; the owner gets one email."""
+    job_id = "reclassify-2026-12-05"
+    owner = "owner-of-reclassify@example.com"
+    images = {f"images/2025/{label}/{name}": (FIXTURES / name).read_bytes() for label, name in DATASET}
+    images["images/2025/coffee/broken.jpg"] = BROKEN_JPEG
+    for key, body in images.items():
+        stack.put(INPUT, key, body)
+    stack.put(INPUT, "images/2024/outside.jpg", images[next(iter(images))])
+    spec = {"classify": {"prefix": "images/2025/"}, "notify": [owner]}
+    stack.put(INPUT, f"jobs/{job_id}.json", json.dumps(spec).encode())
+    stack.notifications("input-events")
+
+    execution = execute(sfn, training, job_id)
+    arn = execution["executionArn"]
+    assert execution["status"] == "SUCCEEDED", explain(sfn, arn)
+    prepare = prepared(sfn, arn)
+    assert (prepare["images"], prepare["shards"]) == (DATASET_IMAGES, SHARDS), prepare
+    run = map_run(sfn, arn)
+    assert (run["itemCounts"]["succeeded"], run["itemCounts"]["failed"]) == (SHARDS, 0), run
+
+    result = stack.get_json(RESULTS, f"results/{job_id}.json")
+    assert result["status"] == "succeeded", result
+    found = result["classification"]
+    assert found["prefix"] == "images/2025/" and found["model_id"] == "imagenet", found
+    assert (found["images"], found["predicted"]) == (DATASET_IMAGES, DATASET_IMAGES - 1), found
+    assert found["errors"] == [{"label": "corrupt_image", "images": 1}], found
+    assert sum(count["images"] for count in found["labels"]) == found["predicted"], found
+
+    body = stack.s3.get_object(Bucket=RESULTS, Key=found["predictions_csv"])["Body"].read()
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    assert sorted(row["key"] for row in rows) == sorted(images), rows
+    for row in rows:
+        prediction = stack.get_json(RESULTS, "predictions/" + row["key"][len("images/") :] + ".json")
+        assert prediction["model_id"] == "imagenet", prediction
+        if row["error"]:
+            assert prediction["error"]["kind"] == row["error"], (row, prediction)
+        else:
+            assert prediction["top"][0]["label"] == row["label"], (row, prediction)
+    assert not stack.exists(RESULTS, "predictions/2024/outside.jpg.json"), "only the prefix"
+
+    # One email, even when the result's event is relayed twice.
+    deadline = time.monotonic() + 30
+    while not (events := stack.notifications("results-events")):
+        assert time.monotonic() < deadline, "moto announced no result"
+        time.sleep(0.5)
+    assert len(events) == 1, events
+    for _ in range(2):
+        response = stack.invoke("NotifierFunction", events[0])
+        assert isinstance(response, dict) and "errorType" not in response, response
+    emails = stack.sent_emails()
+    assert len(emails) == 1, emails
+    assert owner in json.dumps(emails[0])
+    assert f"{found['predicted']} of {found['images']} images classified" in json.dumps(emails[0])

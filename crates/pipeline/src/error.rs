@@ -73,6 +73,12 @@ pub enum PipelineError {
         first: String,
     },
 
+    /// A reclassification's shards did not all report their rows, though the Map succeeded.
+    #[error(
+        "{missing} of the {total} images listed under the prefix have no row from their shard; the Map did not finish every shard: submit the spec again under a new job id (predictions already written stay)"
+    )]
+    PredictionsMissing { missing: usize, total: usize },
+
     #[error("a worker thread failed: {0}")]
     WorkerFailed(String),
 
@@ -116,6 +122,7 @@ impl PipelineError {
             PipelineError::Encode { .. } => "encode",
             PipelineError::ContinuationLimit { .. } => "continuation_limit",
             PipelineError::FeaturesMissing { .. } => "features_missing",
+            PipelineError::PredictionsMissing { .. } => "predictions_missing",
             PipelineError::WorkerFailed(_) => "worker_failed",
             PipelineError::Email(_) => "email",
             PipelineError::EmailUnconfirmed(_) => "email_unconfirmed",

@@ -189,6 +189,23 @@ pub fn shard_errors_prefix(job_id: &str) -> String {
     format!("{CHECKPOINTS_PREFIX}{job_id}/shard-errors/")
 }
 
+/// One reclassification shard's rows of the job's predictions CSV
+/// (`documents::ShardPredictions`), gathered into [`predictions_csv_key`] by the last step.
+pub fn shard_predictions_key(job_id: &str, shard_key: &str) -> String {
+    let file = shard_key.rsplit('/').next().unwrap_or(shard_key);
+    format!("{}{file}", shard_predictions_prefix(job_id))
+}
+
+pub fn shard_predictions_prefix(job_id: &str) -> String {
+    format!("{CHECKPOINTS_PREFIX}{job_id}/predictions/")
+}
+
+/// A reclassification's one CSV of every image's prediction, beside its result document
+/// (a `.csv`, so creating it does not trigger the notifier).
+pub fn predictions_csv_key(job_id: &str) -> String {
+    format!("{RESULTS_PREFIX}{job_id}/predictions.csv")
+}
+
 /// Shard keys of a job start with this; a step is refused any other key.
 pub fn shard_prefix(job_id: &str) -> String {
     format!("{CHECKPOINTS_PREFIX}{job_id}/shards/")

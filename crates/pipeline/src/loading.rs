@@ -51,3 +51,17 @@ impl From<Arc<Backbone>> for BackboneLoader {
         }
     }
 }
+
+/// `loaded` when it was compiled for `input_size`, else the bundled backbone compiled for it
+/// (seconds of CPU, on a blocking thread): a head trained at another size needs its own.
+pub async fn backbone_at(loaded: Arc<Backbone>, input_size: u32) -> Result<Arc<Backbone>> {
+    if input_size == loaded.preprocessor().input_size() {
+        return Ok(loaded);
+    }
+    Ok(Arc::new(
+        tokio::task::spawn_blocking(move || {
+            Backbone::from_bytes(vision::BUNDLED_MODEL, input_size)
+        })
+        .await??,
+    ))
+}

@@ -1,23 +1,111 @@
-//! Writing predictions: one per image version, whoever writes it (the upload trigger, or the
-//! failure recorder after the upload trigger gave up).
+//! Making and writing predictions, one per image version and model, whoever makes them: the
+//! upload trigger (one new image), a reclassification job's shards (every image under a
+//! prefix, with the model pinned when the job was prepared), or the failure recorder (an
+//! error prediction after the upload trigger gave up).
 
-use crate::documents::PredictionDocument;
-use crate::error::Result;
+use std::sync::Arc;
+
+use tracing::warn;
+use vision::{Backbone, Classification, Classifier, DecodeLimits, HeadDocument};
+
+use crate::clock::now_rfc3339;
+use crate::documents::{ErrorInfo, PredictionDocument, ReviewEntry};
+use crate::error::{PipelineError, Result};
+use crate::layout;
+use crate::loading::backbone_at;
+use crate::observe;
 use crate::store::S3Store;
+
+/// How many classes a prediction lists.
+pub const TOP_K: usize = 5;
+
+/// The classifier of a model: the backbone's ImageNet classes when there is no trained head,
+/// else the head at `head_key` on a backbone for the input size it was trained at.
+pub async fn load_classifier(
+    store: &S3Store,
+    bucket: &str,
+    head_key: Option<&str>,
+    backbone: Arc<Backbone>,
+) -> Result<Classifier> {
+    let Some(head_key) = head_key else {
+        return Ok(Classifier::imagenet(backbone));
+    };
+    let document = store
+        .get_json::<HeadDocument>(bucket, head_key)
+        .await?
+        .document;
+    let backbone = backbone_at(backbone, document.input_size).await?;
+    Ok(Classifier::from_document(backbone, &document)?)
+}
+
+/// Classifies one image on a blocking thread: its classes and the top label's threshold.
+pub async fn classify_image(
+    classifier: Classifier,
+    bytes: Vec<u8>,
+    limits: DecodeLimits,
+) -> Result<(Classification, Option<f32>)> {
+    tokio::task::spawn_blocking(move || {
+        classifier.classify(&bytes, &limits, TOP_K).map(|c| {
+            let threshold = c
+                .top
+                .first()
+                .and_then(|top| classifier.threshold(&top.label));
+            (c, threshold)
+        })
+    })
+    .await
+    .map_err(PipelineError::from)
+    .and_then(|result| result.map_err(PipelineError::from))
+}
+
+/// The prediction for the image at `source_key`: its classes, or why it has none (a bad
+/// image, a model that could not be loaded, an image deleted before its GET).
+pub fn prediction_document(
+    source_key: String,
+    source_etag: Option<String>,
+    model_id: String,
+    classified: Result<(Classification, Option<f32>)>,
+) -> PredictionDocument {
+    let mut document = PredictionDocument::empty(source_key, source_etag, model_id);
+    match classified {
+        Ok((classification, threshold)) => {
+            document.threshold = threshold;
+            document.confident = threshold
+                .zip(classification.top.first())
+                .map(|(threshold, top)| top.score >= threshold);
+            document.top = classification.top;
+            document.width = Some(classification.width);
+            document.height = Some(classification.height);
+            document.timings_ms = Some(classification.timings);
+        }
+        Err(error) => {
+            if !matches!(&error, PipelineError::Vision(e) if e.is_bad_image()) {
+                warn!(%error, "no prediction for a reason other than the image");
+            }
+            document.error = Some(ErrorInfo {
+                kind: error.kind().to_owned(),
+                message: error.to_string(),
+            });
+        }
+    }
+    document
+}
 
 /// What [`write_prediction`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PredictionWrite {
     Written,
-    /// This image version already had a prediction, which stays: here it is (`None` if it
-    /// could not be parsed).
+    /// This image version already had this model's prediction (or a real one where this is
+    /// an error), which stays: here it is (`None` if it could not be parsed).
     Kept(Option<Box<PredictionDocument>>),
 }
 
-/// Writes `document` at `key` unless this image version already has a prediction. The common
-/// case, a new image, is one PUT (`If-None-Match: *`). When a prediction exists it is read:
-/// this version's (a duplicate event, or a concurrent one that won) is kept; an older
-/// version's is replaced with `If-Match`, so of two concurrent writers one wins.
+/// Writes `document` at `key` unless it would replace an equal or better one. The common
+/// case, a new image, is one PUT (`If-None-Match: *`). When a prediction exists it is read and
+/// kept if it is for this image version and either by the same model (a duplicate event, or
+/// a concurrent one that won) or real where `document` is an error; anything else (an older
+/// version's, another model's) is replaced with `If-Match`, so of two concurrent writers one
+/// wins.
 pub async fn write_prediction(
     store: &S3Store,
     bucket: &str,
@@ -42,17 +130,120 @@ pub async fn write_prediction(
         let done = store.put_json_if_absent(bucket, key, document).await?;
         return Ok(written(done, None));
     };
-    let same_version = existing.document.as_ref().is_some_and(|previous| {
-        previous.source_etag.is_some() && previous.source_etag == document.source_etag
-    });
+    let stands = existing
+        .document
+        .as_ref()
+        .is_some_and(|previous| stands_against(previous, document));
     match existing.etag {
-        Some(etag) if !same_version => {
-            // Refused: a concurrent writer replaced the older version's first.
+        Some(etag) if !stands => {
+            // Refused: a concurrent writer replaced it first.
             let done = store
                 .put_json_if_match(bucket, key, document, &etag)
                 .await?;
             Ok(written(done, None))
         }
         _ => Ok(PredictionWrite::Kept(existing.document.map(Box::new))),
+    }
+}
+
+/// Whether `previous` stays rather than being replaced by `next`.
+fn stands_against(previous: &PredictionDocument, next: &PredictionDocument) -> bool {
+    let same_version = previous.source_etag.is_some() && previous.source_etag == next.source_etag;
+    same_version
+        && (previous.model_id == next.model_id
+            || (previous.error.is_none() && next.error.is_some()))
+}
+
+/// Writes the prediction of the image at `images/<path>` and, when its top label is below its
+/// threshold, its review entry. A prediction that stands is returned, and its review entry is
+/// written again in case the first attempt stopped between the two writes.
+pub async fn store_prediction(
+    store: &S3Store,
+    bucket: &str,
+    path: &str,
+    document: &PredictionDocument,
+) -> Result<PredictionWrite> {
+    let key = layout::prediction_key(path);
+    let write = write_prediction(store, bucket, &key, document).await?;
+    let reviewed = match &write {
+        PredictionWrite::Written => Some(document),
+        PredictionWrite::Kept(existing) => existing.as_deref(),
+    };
+    if let Some(prediction) = reviewed {
+        queue_for_review(store, bucket, prediction, &key, path).await?;
+    }
+    Ok(write)
+}
+
+/// Writes `review/<path>.json` for a prediction whose top label is below its threshold.
+async fn queue_for_review(
+    store: &S3Store,
+    bucket: &str,
+    prediction: &PredictionDocument,
+    prediction_key: &str,
+    path: &str,
+) -> Result<()> {
+    let (Some(false), Some(threshold)) = (prediction.confident, prediction.threshold) else {
+        return Ok(());
+    };
+    let entry = ReviewEntry {
+        source_key: prediction.source_key.clone(),
+        source_etag: prediction.source_etag.clone(),
+        model_id: prediction.model_id.clone(),
+        top: prediction.top.clone(),
+        threshold,
+        prediction_key: prediction_key.to_owned(),
+        created_at: now_rfc3339(),
+    };
+    store
+        .put_json(bucket, &layout::review_key(path), &entry)
+        .await
+}
+
+/// Counts a written prediction: its timings, or one more image without a prediction.
+pub fn record_metrics(document: &PredictionDocument) {
+    match &document.timings_ms {
+        Some(timings) if document.error.is_none() => {
+            metrics::counter!(observe::IMAGES_CLASSIFIED).increment(1);
+            metrics::histogram!(observe::INFERENCE_MS).record(timings.inference_ms);
+            metrics::histogram!(observe::CLASSIFY_MS)
+                .record(timings.decode_ms + timings.preprocess_ms + timings.inference_ms);
+        }
+        _ => metrics::counter!(observe::IMAGE_ERRORS).increment(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prediction(etag: &str, model_id: &str, error: bool) -> PredictionDocument {
+        let mut document =
+            PredictionDocument::empty("images/a.jpg".into(), Some(etag.into()), model_id.into());
+        if error {
+            document.error = Some(ErrorInfo {
+                kind: "corrupt_image".into(),
+                message: "bad".into(),
+            });
+        }
+        document
+    }
+
+    #[test]
+    fn a_prediction_stands_only_for_its_version_and_model() {
+        let stored = prediction("e1", "m1", false);
+        // A duplicate event: same version, same model.
+        assert!(stands_against(&stored, &prediction("e1", "m1", false)));
+        // A reclassification with another model replaces it.
+        assert!(!stands_against(&stored, &prediction("e1", "m2", false)));
+        // A newer image version replaces it, whatever the model.
+        assert!(!stands_against(&stored, &prediction("e2", "m1", false)));
+        // The failure recorder's error never replaces this version's real prediction...
+        assert!(stands_against(&stored, &prediction("e1", "none", true)));
+        // ...but a real prediction replaces an error one.
+        assert!(!stands_against(
+            &prediction("e1", "none", true),
+            &prediction("e1", "m1", false)
+        ));
     }
 }

@@ -464,3 +464,207 @@ async fn a_failed_map_is_reported_with_the_shard_and_its_error() {
         error.message
     );
 }
+
+/// A reclassification: a spec with `classify` runs through the same steps. Every image under
+/// the prefix (and only there) gets a prediction from the model serving when the job was
+/// prepared, equal to the upload trigger's for the same bytes; an older model's prediction of
+/// the same image version is replaced; a broken image is counted, not fatal; the result lists
+/// the counts per label and one CSV of every image; the owner gets one email. Without a state
+/// machine the job fails saying what it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_is_reclassified_with_the_serving_model() {
+    use pipeline::documents::{PredictionDocument, PredictionRow};
+    use pipeline::handlers::RecordOutcome;
+
+    let stack = stack(TrainerOptions::default()).await;
+    let mut images: Vec<(String, Vec<u8>)> = common::dataset_objects("x")
+        .into_iter()
+        .map(|(key, bytes)| (key.replacen("datasets/x/", "images/2025/", 1), bytes))
+        .collect();
+    images.sort();
+    for (key, bytes) in &images {
+        stack.put(INPUT, key, bytes.clone()).await;
+    }
+    stack
+        .put(INPUT, "images/2024/old.jpg", images[0].1.clone())
+        .await;
+    // Uploaded before any model is trained: the ImageNet classes.
+    for event in stack.events(&stack.input_queue).await {
+        stack.trigger.handle(&event).await.unwrap();
+    }
+    let first: PredictionDocument = stack
+        .json(&format!(
+            "{}.json",
+            images[0].0.replacen("images/", "predictions/", 1)
+        ))
+        .await;
+    assert_eq!(first.model_id, "imagenet");
+
+    stack.upload_dataset("pets").await;
+    stack.put(INPUT, "jobs/pets.json", spec("pets")).await;
+    let (trained, _) = stack.run_trainer("pets", deadline).await;
+    assert!(
+        trained.promotion.unwrap().promoted,
+        "the first model serves"
+    );
+
+    let classify = serde_json::json!({
+        "classify": {"prefix": "images/2025/"}, "notify": ["owner@example.com"]
+    });
+    stack
+        .put(INPUT, "jobs/re.json", classify.to_string().into_bytes())
+        .await;
+    stack
+        .put(
+            INPUT,
+            "jobs/re-here.json",
+            classify.to_string().into_bytes(),
+        )
+        .await;
+    // Outside the stack (no state machine) the job fails, saying what it needs.
+    let (alone, _) = stack.run_trainer("re-here", deadline).await;
+    let error = alone.error.unwrap();
+    assert_eq!(error.kind, "missing_config", "{error:?}");
+    assert!(error.message.contains("STATE_MACHINE_ARN"), "{error:?}");
+
+    let trainer = map_trainer(&stack, 4, &[]);
+    let job_id = "re".to_owned();
+    let prepared = step(
+        &trainer,
+        MapStep::Prepare {
+            job_id: job_id.clone(),
+        },
+    )
+    .await;
+    let shards = images.len().div_ceil(4);
+    assert_eq!(
+        (&prepared["images"], &prepared["shards"]),
+        (&images.len().into(), &shards.into()),
+        "{prepared}"
+    );
+    // Any order, one shard twice (a retried child).
+    let mut order: Vec<usize> = (0..shards).rev().collect();
+    order.push(0);
+    for n in order {
+        let shard = format!("checkpoints/re/shards/{n:05}.json");
+        let done = step(
+            &trainer,
+            MapStep::Extract {
+                job_id: job_id.clone(),
+                shard: shard.clone(),
+            },
+        )
+        .await;
+        assert_eq!(done["images"], done["extracted"], "{done}");
+    }
+    let finished = step(
+        &trainer,
+        MapStep::Train {
+            job_id: job_id.clone(),
+        },
+    )
+    .await;
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+
+    let result: JobResult = stack.json("results/re.json").await;
+    assert_eq!(result.status, JobStatus::Succeeded);
+    let found = result.classification.unwrap();
+    assert_eq!(found.model_id, "pets");
+    assert_eq!(
+        (found.images, found.predicted),
+        (images.len(), images.len() - 1)
+    );
+    assert_eq!(found.errors.len(), 1, "{:?}", found.errors);
+    assert_eq!(found.errors[0].images, 1, "the broken JPEG");
+    assert_eq!(
+        found.labels.iter().map(|l| l.images).sum::<usize>(),
+        found.predicted
+    );
+    let csv = stack
+        .store
+        .get(RESULTS, &found.predictions_csv)
+        .await
+        .unwrap()
+        .bytes;
+    let rows: Vec<PredictionRow> = csv::Reader::from_reader(csv.as_slice())
+        .deserialize()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut listed: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    listed.sort();
+    let expected: Vec<&str> = images.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(listed, expected, "one row per image under the prefix, once");
+
+    // The same bytes uploaded now: the upload trigger's prediction equals the job's.
+    stack.events(&stack.input_queue).await;
+    for (key, bytes) in &images {
+        stack
+            .put(
+                INPUT,
+                &key.replacen("images/2025/", "images/check/", 1),
+                bytes.clone(),
+            )
+            .await;
+    }
+    for event in stack.events(&stack.input_queue).await {
+        for outcome in stack.trigger.handle(&event).await.unwrap() {
+            assert!(
+                matches!(
+                    outcome,
+                    RecordOutcome::Predicted { .. } | RecordOutcome::ImageRejected { .. }
+                ),
+                "{outcome:?}"
+            );
+        }
+    }
+    for row in &rows {
+        let path = row.key.strip_prefix("images/").unwrap();
+        let job: PredictionDocument = stack.json(&format!("predictions/{path}.json")).await;
+        let check: PredictionDocument = stack
+            .json(&format!(
+                "predictions/{}.json",
+                path.replacen("2025/", "check/", 1)
+            ))
+            .await;
+        assert_eq!(job.model_id, "pets", "{job:?}");
+        assert_eq!(job.top, check.top, "{}", row.key);
+        assert_eq!(
+            job.error.as_ref().map(|e| &e.kind),
+            check.error.as_ref().map(|e| &e.kind)
+        );
+        assert_eq!(row.label.as_ref(), job.top.first().map(|t| &t.label));
+        assert_eq!(row.error.as_ref(), job.error.as_ref().map(|e| &e.kind));
+    }
+    assert!(
+        stack
+            .store
+            .get_if_exists(RESULTS, "predictions/2024/old.jpg.json")
+            .await
+            .unwrap()
+            .is_some_and(|o| String::from_utf8_lossy(&o.bytes).contains("\"imagenet\"")),
+        "outside the prefix nothing changes"
+    );
+
+    // One email, however often the result event comes.
+    let repeat = step(&trainer, MapStep::Train { job_id }).await;
+    assert_eq!(repeat["status"], "already_finished");
+    for event in stack.events(&stack.results_queue).await {
+        stack.notifier.handle(&event).await.unwrap();
+        stack.notifier.handle(&event).await.unwrap();
+    }
+    let emails = stack.ses_moto.sent_emails();
+    let subjects: Vec<String> = emails
+        .iter()
+        .map(|e| e.to_string())
+        .filter(|e| e.contains("job re succeeded"))
+        .collect();
+    assert_eq!(subjects.len(), 1, "{emails:?}");
+    assert!(
+        subjects[0].contains(&format!(
+            "{} of {} images classified",
+            found.predicted, found.images
+        )),
+        "{}",
+        subjects[0]
+    );
+}

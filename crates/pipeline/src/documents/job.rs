@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use vision::TrainConfig;
 
+use super::ClassificationSummary;
 use crate::clock::now_rfc3339;
 use crate::error::PipelineError;
 use crate::layout::validate_id;
@@ -100,7 +101,9 @@ impl JobSpec {
             serde_path_to_error::deserialize(serde_json::Value::Object(fields)).map_err(|e| {
                 let mut reason = e.inner().to_string();
                 if reason.starts_with("unknown field") {
-                    reason.push_str(" (or the job's `dataset`, `notify`, `input_size`, `promote`)");
+                    reason.push_str(
+                        " (or the job's `dataset`, `notify`, `input_size`, `promote`; a reclassification has `classify`)",
+                    );
                 }
                 spec_error(&e.path().to_string(), reason)
             })?;
@@ -122,23 +125,7 @@ impl JobSpec {
         };
         validate_id("dataset name", &self.dataset)
             .map_err(|e| invalid("dataset", e.to_string()))?;
-        if self.notify.len() > MAX_RECIPIENTS {
-            return Err(invalid(
-                "notify",
-                format!(
-                    "{} recipients, at most {MAX_RECIPIENTS} allowed",
-                    self.notify.len()
-                ),
-            ));
-        }
-        for address in &self.notify {
-            if !is_plausible_address(address) {
-                return Err(invalid(
-                    "notify",
-                    format!("{:?} is not an email address", truncate(address)),
-                ));
-            }
-        }
+        validate_notify(&self.notify)?;
         if !(96..=512).contains(&self.input_size) || !self.input_size.is_multiple_of(32) {
             return Err(invalid(
                 "input_size",
@@ -153,6 +140,27 @@ impl JobSpec {
 
     pub fn train_config(&self) -> TrainConfig {
         self.training.clone()
+    }
+}
+
+/// At most [`MAX_RECIPIENTS`] plausible addresses, or an error naming `notify`.
+pub(super) fn validate_notify(notify: &[String]) -> Result<(), PipelineError> {
+    let invalid = |reason: String| PipelineError::InvalidSpec {
+        field: Some("notify".to_owned()),
+        reason,
+    };
+    if notify.len() > MAX_RECIPIENTS {
+        return Err(invalid(format!(
+            "{} recipients, at most {MAX_RECIPIENTS} allowed",
+            notify.len()
+        )));
+    }
+    match notify.iter().find(|a| !is_plausible_address(a)) {
+        Some(address) => Err(invalid(format!(
+            "{:?} is not an email address",
+            truncate(address)
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -199,7 +207,7 @@ fn truncate(text: &str) -> String {
 
 /// The error for `reason` at `path` (`.` for the whole spec), naming the field where it can be
 /// found and saying what replaced a removed one.
-fn spec_error(path: &str, mut reason: String) -> PipelineError {
+pub(super) fn spec_error(path: &str, mut reason: String) -> PipelineError {
     let field = if path == "." {
         field_of(&reason)
     } else {
@@ -237,6 +245,9 @@ pub struct JobResult {
     pub model: Option<ModelInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<TrainingSummary>,
+    /// What a reclassification job found (training jobs have `summary` instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<ClassificationSummary>,
     /// Champion vs challenger: whether the job's model was promoted, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion: Option<Promotion>,
@@ -340,6 +351,7 @@ impl JobResult {
             error: Some(error),
             model: None,
             summary: None,
+            classification: None,
             promotion: None,
             continuations,
             finished_at: now_rfc3339(),

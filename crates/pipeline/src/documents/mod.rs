@@ -4,6 +4,7 @@
 //! is read and written, [`crate::store`]'s (`get_json`, `put_json`, …).
 
 mod checkpoint;
+mod classify;
 mod current_model;
 mod job;
 mod lease;
@@ -14,6 +15,10 @@ mod prediction;
 mod review;
 
 pub use checkpoint::Checkpoint;
+pub use classify::{
+    ClassificationSummary, ClassifyShard, ClassifySpec, ClassifyTarget, JobRequest, LabelCount,
+    ListedImage, PinnedModel, PredictionRow, ShardPredictions,
+};
 pub use current_model::{CurrentModel, ModelChange};
 pub use job::{
     ErrorInfo, JobResult, JobSpec, JobStatus, MAX_RECIPIENTS, MAX_SPEC_BYTES, ModelInfo,
@@ -61,6 +66,12 @@ impl Document for FeaturePackIndex {
 }
 impl Document for Shard {
     const NAME: &'static str = "shard";
+}
+impl Document for ClassifyShard {
+    const NAME: &'static str = "reclassification shard";
+}
+impl Document for ShardPredictions {
+    const NAME: &'static str = "shard predictions";
 }
 impl Document for ShardError {
     const NAME: &'static str = "shard error";

@@ -14,7 +14,7 @@ use std::future::Future;
 use tracing::{Instrument, info, warn};
 
 use crate::config::Config;
-use crate::documents::{ErrorInfo, JobResult, JobSpec, salvage_notify};
+use crate::documents::{ErrorInfo, JobRequest, JobResult, salvage_notify};
 use crate::error::Result;
 use crate::event::{CreatedObject, S3Event, created_objects};
 use crate::layout;
@@ -61,8 +61,11 @@ pub(crate) async fn record_failed_job(
 ) -> Result<bool> {
     layout::validate_id("job id", job_id)?;
     let spec_bytes = job_spec_bytes(store, config, job_id).await?;
-    let (dataset, notify) = match spec_bytes.as_deref().map(JobSpec::parse) {
-        Some(Ok(spec)) => (Some(spec.dataset), spec.notify),
+    let (dataset, notify) = match spec_bytes.as_deref().map(JobRequest::parse) {
+        Some(Ok(request)) => (
+            request.dataset().map(str::to_owned),
+            request.notify().to_vec(),
+        ),
         Some(Err(_)) => (
             None,
             spec_bytes

@@ -5,25 +5,20 @@ use std::time::Instant;
 
 use tokio::sync::Mutex;
 use tracing::{info, warn};
-use vision::{Backbone, Classification, Classifier, DecodeLimits, HeadDocument, VisionError};
+use vision::{Classifier, DecodeLimits, VisionError};
 
-use crate::clock::now_rfc3339;
 use crate::config::Config;
-use crate::documents::{
-    CurrentModel, ErrorInfo, IMAGENET_MODEL, JobResult, JobSpec, NO_MODEL, PredictionDocument,
-    ReviewEntry,
-};
+use crate::documents::{CurrentModel, IMAGENET_MODEL, JobRequest, JobResult, NO_MODEL};
 use crate::error::{PipelineError, Result};
 use crate::event::{CreatedObject, S3Event, unquote};
 use crate::launcher::TrainerLauncher;
 use crate::layout::{self, InputKey};
 use crate::loading::BackboneLoader;
-use crate::observe;
-use crate::predictions::{PredictionWrite, write_prediction};
+use crate::predictions::{
+    PredictionWrite, classify_image, load_classifier, prediction_document, record_metrics,
+    store_prediction,
+};
 use crate::store::{JSON_CONTENT_TYPE, Object, S3Store};
-
-/// How many classes a prediction lists.
-pub const TOP_K: usize = 5;
 
 /// Per-container state: clients, the backbone (loaded once) and the current classifier, cached
 /// until `models/current.json` changes (which is read again after `Config::model_cache`).
@@ -160,37 +155,23 @@ impl UploadTrigger {
             (Ok((model_id, _)), Ok(Fetched::Refused(error))) => (model_id, Err(error.into())),
             (Ok((model_id, classifier)), Ok(Fetched::Image(image))) => {
                 source_etag = source_etag.or_else(|| image.etag.as_deref().map(unquote));
-                let limits = self.limits.clone();
-                let classified = tokio::task::spawn_blocking(move || {
-                    classifier.classify(&image.bytes, &limits, TOP_K).map(|c| {
-                        let threshold = c
-                            .top
-                            .first()
-                            .and_then(|top| classifier.threshold(&top.label));
-                        (c, threshold)
-                    })
-                })
-                .await
-                .map_err(PipelineError::from)
-                .and_then(|result| result.map_err(PipelineError::from));
-                (model_id, classified)
+                let classified = classify_image(classifier, image.bytes, self.limits.clone());
+                (model_id, classified.await)
             }
         };
-        let document = prediction_document(object, model_id.clone(), source_etag, classified);
+        let document = prediction_document(
+            object.key.clone(),
+            source_etag,
+            model_id.clone(),
+            classified,
+        );
         let bucket = &self.config.results_bucket;
-        let key = layout::prediction_key(path);
-        match write_prediction(&self.store, bucket, &key, &document).await? {
-            PredictionWrite::Written => self.queue_for_review(&document, &key, path).await?,
-            PredictionWrite::Kept(existing) => {
-                // The stored prediction stands, and so does its review entry: written again in
-                // case the first attempt stopped between the two writes.
-                if let Some(existing) = existing {
-                    self.queue_for_review(&existing, &key, path).await?;
-                }
-                return Ok(RecordOutcome::AlreadyPredicted {
-                    key: object.key.clone(),
-                });
-            }
+        if let PredictionWrite::Kept(_) =
+            store_prediction(&self.store, bucket, path, &document).await?
+        {
+            return Ok(RecordOutcome::AlreadyPredicted {
+                key: object.key.clone(),
+            });
         }
         record_metrics(&document);
         Ok(match &document.error {
@@ -207,34 +188,6 @@ impl UploadTrigger {
 
     /// The image version the event announced: refused from the event's size alone, read with
     /// `If-Match` on the event's ETag, or found replaced by a newer version.
-    /// Writes `review/<path>.json` for a prediction whose top label is below its threshold.
-    async fn queue_for_review(
-        &self,
-        prediction: &PredictionDocument,
-        prediction_key: &str,
-        path: &str,
-    ) -> Result<()> {
-        let (Some(false), Some(threshold)) = (prediction.confident, prediction.threshold) else {
-            return Ok(());
-        };
-        let entry = ReviewEntry {
-            source_key: prediction.source_key.clone(),
-            source_etag: prediction.source_etag.clone(),
-            model_id: prediction.model_id.clone(),
-            top: prediction.top.clone(),
-            threshold,
-            prediction_key: prediction_key.to_owned(),
-            created_at: now_rfc3339(),
-        };
-        self.store
-            .put_json(
-                &self.config.results_bucket,
-                &layout::review_key(path),
-                &entry,
-            )
-            .await
-    }
-
     async fn fetch_image(&self, object: &CreatedObject) -> Result<Fetched> {
         if let Some(error) = object
             .size
@@ -273,17 +226,13 @@ impl UploadTrigger {
             cached.checked = Instant::now();
             return Ok((cached.model_id.clone(), cached.classifier.clone()));
         }
-        let (model_id, classifier) = match current {
-            None => (
-                IMAGENET_MODEL.to_owned(),
-                Classifier::imagenet(self.backbone.get().await?),
-            ),
-            Some(pointer) => {
-                let pointer = pointer.document;
-                let classifier = self.trained_classifier(&pointer.head_key).await?;
-                (pointer.model_id, classifier)
-            }
+        let (model_id, head_key) = match current {
+            None => (IMAGENET_MODEL.to_owned(), None),
+            Some(pointer) => (pointer.document.model_id, Some(pointer.document.head_key)),
         };
+        let backbone = self.backbone.get().await?;
+        let classifier =
+            load_classifier(&self.store, bucket, head_key.as_deref(), backbone).await?;
         info!(%model_id, "classification model loaded");
         *cache = Some(CachedClassifier {
             etag,
@@ -292,30 +241,6 @@ impl UploadTrigger {
             checked: Instant::now(),
         });
         Ok((model_id, classifier))
-    }
-
-    /// The bundled backbone with the head at `head_key`. A head trained at another input size
-    /// needs the backbone planned for that size: built once per model change, like the
-    /// classifier itself.
-    async fn trained_classifier(&self, head_key: &str) -> Result<Classifier> {
-        let document = self
-            .store
-            .get_json::<HeadDocument>(&self.config.results_bucket, head_key)
-            .await?
-            .document;
-        let loaded = self.backbone.get().await?;
-        let backbone = if document.input_size == loaded.preprocessor().input_size() {
-            loaded
-        } else {
-            let size = document.input_size;
-            Arc::new(
-                tokio::task::spawn_blocking(move || {
-                    Backbone::from_bytes(vision::BUNDLED_MODEL, size)
-                })
-                .await??,
-            )
-        };
-        Ok(Classifier::from_document(backbone, &document)?)
     }
 
     async fn start_job(&self, object: &CreatedObject, job_id: &str) -> Result<RecordOutcome> {
@@ -345,7 +270,7 @@ impl UploadTrigger {
             }
             Err(error) => return Err(error),
         };
-        if let Err(error) = JobSpec::parse(&spec.bytes) {
+        if let Err(error) = JobRequest::parse(&spec.bytes) {
             // Tell the owner, if the spec says who that is, why the job never ran.
             let result = JobResult::rejected_spec(job_id, &spec.bytes, &error);
             self.store
@@ -376,51 +301,5 @@ impl UploadTrigger {
         Ok(RecordOutcome::JobStarted {
             job_id: job_id.to_owned(),
         })
-    }
-}
-
-/// The prediction for `object`: its classes, or why it has none (a bad image, a model that
-/// could not be loaded, an image deleted before its GET).
-fn prediction_document(
-    object: &CreatedObject,
-    model_id: String,
-    source_etag: Option<String>,
-    classified: Result<(Classification, Option<f32>)>,
-) -> PredictionDocument {
-    let mut document = PredictionDocument::empty(object.key.clone(), source_etag, model_id);
-    match classified {
-        Ok((classification, threshold)) => {
-            document.threshold = threshold;
-            document.confident = threshold
-                .zip(classification.top.first())
-                .map(|(threshold, top)| top.score >= threshold);
-            document.top = classification.top;
-            document.width = Some(classification.width);
-            document.height = Some(classification.height);
-            document.timings_ms = Some(classification.timings);
-        }
-        Err(error) => {
-            if !matches!(&error, PipelineError::Vision(e) if e.is_bad_image()) {
-                warn!(%error, "no prediction for a reason other than the image");
-            }
-            document.error = Some(ErrorInfo {
-                kind: error.kind().to_owned(),
-                message: error.to_string(),
-            });
-        }
-    }
-    document
-}
-
-/// Counts a written prediction: its timings, or one more image without a prediction.
-fn record_metrics(document: &PredictionDocument) {
-    match &document.timings_ms {
-        Some(timings) if document.error.is_none() => {
-            metrics::counter!(observe::IMAGES_CLASSIFIED).increment(1);
-            metrics::histogram!(observe::INFERENCE_MS).record(timings.inference_ms);
-            metrics::histogram!(observe::CLASSIFY_MS)
-                .record(timings.decode_ms + timings.preprocess_ms + timings.inference_ms);
-        }
-        _ => metrics::counter!(observe::IMAGE_ERRORS).increment(1),
     }
 }

@@ -9,7 +9,13 @@ use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, Mailboxes, MultiPart, SinglePart};
 use vision::Metrics;
 
-use crate::documents::{JobResult, JobStatus, PromotePolicy, Promotion, TrainingSummary};
+use crate::documents::{
+    ClassificationSummary, JobResult, JobStatus, LabelCount, PromotePolicy, Promotion,
+    TrainingSummary,
+};
+
+/// Labels (and error kinds) a reclassification's report lists; the CSV has every image.
+const REPORTED_LABELS: usize = 50;
 use crate::error::{PipelineError, Result};
 
 /// A rendered report, ready to send.
@@ -71,22 +77,33 @@ fn percent(value: f64) -> String {
 pub fn render(result: &JobResult, metrics: Option<&Metrics>, mistakes: &[Thumbnail]) -> Report {
     let job = &result.job_id;
     let accuracy = result.summary.as_ref().map(|s| s.validation_accuracy);
+    let kind = match (&result.classification, &result.dataset) {
+        (Some(_), _) => "Reclassification job",
+        (None, Some(_)) => "Training job",
+        (None, None) => "Job",
+    };
     let subject = sanitize_header(
-        &match (result.status, accuracy) {
-            (JobStatus::Succeeded, Some(acc)) => format!(
+        &match (result.status, accuracy, &result.classification) {
+            (JobStatus::Succeeded, Some(acc), _) => format!(
                 "[lambda-vision] job {job} succeeded: validation accuracy {}",
                 percent(acc)
             ),
-            (JobStatus::Succeeded, None) => format!("[lambda-vision] job {job} succeeded"),
-            (JobStatus::Failed, _) => format!("[lambda-vision] job {job} failed"),
+            (JobStatus::Succeeded, None, Some(found)) => format!(
+                "[lambda-vision] job {job} succeeded: {} of {} images classified",
+                found.predicted, found.images
+            ),
+            (JobStatus::Succeeded, None, None) => {
+                format!("[lambda-vision] job {job} succeeded")
+            }
+            (JobStatus::Failed, _, _) => format!("[lambda-vision] job {job} failed"),
         },
         200,
     );
     let mut body = Body {
         images: Vec::new(),
-        text: format!("Training job {job}: {}\n", status_word(result.status)),
+        text: format!("{kind} {job}: {}\n", status_word(result.status)),
         html: format!(
-            "<!doctype html><html><body style=\"font-family:sans-serif\"><h2>Training job {}: {}</h2>",
+            "<!doctype html><html><body style=\"font-family:sans-serif\"><h2>{kind} {}: {}</h2>",
             escape_html(job),
             status_word(result.status)
         ),
@@ -114,6 +131,9 @@ pub fn render(result: &JobResult, metrics: Option<&Metrics>, mistakes: &[Thumbna
     }
     if let Some(summary) = &result.summary {
         body.summary(summary, result.continuations);
+    }
+    if let Some(found) = &result.classification {
+        body.classification(found);
     }
     if let Some(metrics) = metrics {
         body.per_label(metrics);
@@ -297,6 +317,67 @@ impl Body {
             "Duration: {:.1} s\n",
             summary.duration_ms / 1000.0
         ));
+    }
+
+    /// A reclassification: what was classified with which model, the images per label, the
+    /// images without a prediction per reason, and where the CSV of every image is.
+    fn classification(&mut self, found: &ClassificationSummary) {
+        let without = found.images - found.predicted;
+        let rows = [
+            ("Prefix", found.prefix.clone()),
+            ("Model", found.model_id.clone()),
+            (
+                "Images",
+                format!(
+                    "{} listed, {} predicted ({} below their label's threshold), {without} without a prediction",
+                    found.images, found.predicted, found.low_confidence
+                ),
+            ),
+            (
+                "Every prediction",
+                format!("{} (results bucket)", found.predictions_csv),
+            ),
+            ("Duration", format!("{:.1} s", found.duration_ms / 1000.0)),
+        ];
+        self.table(None, &rows);
+        let shown = |counts: &[LabelCount]| -> Vec<(String, String)> {
+            let mut rows: Vec<(String, String)> = counts
+                .iter()
+                .take(REPORTED_LABELS)
+                .map(|count| (count.label.clone(), count.images.to_string()))
+                .collect();
+            if counts.len() > REPORTED_LABELS {
+                let more = counts.len() - REPORTED_LABELS;
+                rows.push((format!("… {more} more"), "in the CSV".to_owned()));
+            }
+            rows
+        };
+        self.table(Some("Images per label"), &shown(&found.labels));
+        if !found.errors.is_empty() {
+            self.table(Some("Images without a prediction"), &shown(&found.errors));
+        }
+    }
+
+    /// A two-column table (name, value), as text lines and as HTML rows, under `title`.
+    fn table<N: AsRef<str>, V: AsRef<str>>(&mut self, title: Option<&str>, rows: &[(N, V)]) {
+        self.text.push('\n');
+        if let Some(title) = title {
+            self.text.push_str(&format!("{title}:\n"));
+            self.html
+                .push_str(&format!("<h3>{}</h3>", escape_html(title)));
+        }
+        self.html
+            .push_str("<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">");
+        for (name, value) in rows {
+            let (name, value) = (name.as_ref(), value.as_ref());
+            self.text.push_str(&format!("  {name}: {value}\n"));
+            self.html.push_str(&format!(
+                "<tr><th align=\"left\">{}</th><td>{}</td></tr>",
+                escape_html(name),
+                escape_html(value)
+            ));
+        }
+        self.html.push_str("</table>");
     }
 
     fn per_label(&mut self, metrics: &Metrics) {

@@ -25,6 +25,7 @@ fn result(job_id: &str, dataset: &str, message: &str) -> JobResult {
             cv_accuracy: 0.5,
             duration_ms: 1.0,
         }),
+        classification: None,
         promotion: None,
         continuations: 0,
         finished_at: "2026-11-29T00:00:00Z".to_owned(),
@@ -176,4 +177,65 @@ fn headers_cannot_be_injected() {
         )
         .is_err()
     );
+}
+
+/// A reclassification's report: its own subject and heading, the counts per label and per
+/// error, the CSV's key, every user string escaped, and no more than 50 labels listed.
+#[test]
+fn a_reclassification_reports_its_counts() {
+    use crate::documents::{ClassificationSummary, LabelCount};
+    let mut found = result("re", "d", "m");
+    found.status = JobStatus::Succeeded;
+    found.error = None;
+    found.summary = None;
+    found.dataset = None;
+    let mut labels: Vec<LabelCount> = (0..60)
+        .map(|i| LabelCount {
+            label: format!("label{i:02}"),
+            images: 1,
+        })
+        .collect();
+    labels.insert(
+        0,
+        LabelCount {
+            label: "<b>cat</b>".into(),
+            images: 7,
+        },
+    );
+    found.classification = Some(ClassificationSummary {
+        prefix: "images/2025/<x>/".into(),
+        model_id: "pets-v2".into(),
+        images: 70,
+        predicted: 67,
+        low_confidence: 4,
+        labels,
+        errors: vec![LabelCount {
+            label: "corrupt_image".into(),
+            images: 3,
+        }],
+        predictions_csv: "results/re/predictions.csv".into(),
+        duration_ms: 1500.0,
+    });
+    let report = render(&found, None, &[]);
+    assert_eq!(
+        report.subject,
+        "[lambda-vision] job re succeeded: 67 of 70 images classified"
+    );
+    assert!(
+        report
+            .html
+            .contains("<h2>Reclassification job re: succeeded</h2>")
+    );
+    assert!(
+        report
+            .html
+            .contains("&lt;b&gt;cat&lt;/b&gt;</th><td>7</td>")
+    );
+    assert!(!report.html.contains("<b>cat</b>") && !report.html.contains("<x>"));
+    assert!(report.text.contains("  <b>cat</b>: 7\n"), "{}", report.text);
+    assert!(report.text.contains("results/re/predictions.csv"));
+    assert!(report.text.contains("  corrupt_image: 3\n"));
+    assert!(report.text.contains("3 without a prediction"));
+    assert!(report.text.contains("… 11 more: in the CSV"));
+    assert!(!report.text.contains("label49") && report.text.contains("label48"));
 }

@@ -11,6 +11,7 @@ mod lease;
 mod misclassified;
 pub mod promotion;
 mod publish;
+mod reclassify;
 mod steps;
 
 pub use steps::{ManifestLocation, MapStep, StepError, StepOutput, TrainerInput};
@@ -24,7 +25,7 @@ use vision::{BUNDLED_MODEL, Backbone, FeatureSet, TrainedBundle};
 
 use crate::clock::now_rfc3339;
 use crate::config::Config;
-use crate::documents::{Checkpoint, JobResult, JobSpec, TrainedOn};
+use crate::documents::{Checkpoint, ClassifySpec, JobRequest, JobResult, JobSpec, TrainedOn};
 use crate::error::{PipelineError, Result};
 use crate::launcher::{StateMachineLauncher, TrainerEvent, TrainerLauncher};
 use crate::layout;
@@ -215,7 +216,8 @@ impl Trainer {
             return Ok(TrainerOutcome::AlreadyRunning);
         }
         let spec = match self.accepted_spec(job_id).await {
-            Ok(spec) => spec,
+            Ok(JobRequest::Train(spec)) => spec,
+            Ok(JobRequest::Classify(spec)) => return self.hand_classification(job_id, &spec).await,
             Err(error) if error.is_transient() => return Err(error),
             Err(error) => {
                 let failed =
@@ -270,6 +272,40 @@ impl Trainer {
             }
             Err(error) if error.is_transient() => Err(error),
             Err(error) => self.finish_failed(failed(&error), &error).await,
+        }
+    }
+
+    /// A reclassification runs on the state machine whatever its size: its images are listed
+    /// (so an empty or oversized prefix fails here) and its execution started. Without a
+    /// state machine (a trainer run outside the stack) the job fails saying so.
+    async fn hand_classification(
+        &self,
+        job_id: &str,
+        spec: &ClassifySpec,
+    ) -> Result<TrainerOutcome> {
+        let started = match (&self.state_machine, self.list_prefix(spec).await) {
+            (_, Err(error)) => Err(error),
+            (Some(state_machine), Ok(images)) => {
+                state_machine.start(job_id).await.map(|()| images.len())
+            }
+            (None, Ok(_)) => Err(PipelineError::MissingConfig {
+                name: "STATE_MACHINE_ARN",
+                hint: "a reclassification (`classify` in the spec) runs on the stack's training state machine; deploy template.yaml, which gives the trainer its ARN",
+            }),
+        };
+        match started {
+            Ok(images) => {
+                info!(
+                    job_id,
+                    images, "reclassification handed to the state machine"
+                );
+                Ok(TrainerOutcome::HandedToStateMachine { images })
+            }
+            Err(error) if error.is_transient() => Err(error),
+            Err(error) => {
+                let failed = JobResult::failed(job_id, None, spec.notify.clone(), &error, 0);
+                self.finish_failed(failed, &error).await
+            }
         }
     }
 
@@ -350,13 +386,7 @@ impl Trainer {
     /// The backbone for a job's input size: the one loaded at cold start, or another compiled
     /// for this job.
     async fn backbone_for(&self, input_size: u32) -> Result<Arc<Backbone>> {
-        if input_size == self.backbone.preprocessor().input_size() {
-            return Ok(Arc::clone(&self.backbone));
-        }
-        Ok(Arc::new(
-            tokio::task::spawn_blocking(move || Backbone::from_bytes(BUNDLED_MODEL, input_size))
-                .await??,
-        ))
+        crate::loading::backbone_at(Arc::clone(&self.backbone), input_size).await
     }
 
     fn cache_for<'s>(&'s self, backbone: &Backbone, dataset: &str) -> FeatureCache<'s> {
@@ -418,9 +448,9 @@ impl Trainer {
 
     /// The spec pinned when the job was accepted; a trainer invoked directly (no upload
     /// trigger, e.g. `sam local invoke`) falls back to `jobs/<id>.json` as it is now.
-    async fn accepted_spec(&self, job_id: &str) -> Result<JobSpec> {
+    async fn accepted_spec(&self, job_id: &str) -> Result<JobRequest> {
         match super::job_spec_bytes(&self.store, &self.config, job_id).await? {
-            Some(bytes) => JobSpec::parse(&bytes),
+            Some(bytes) => JobRequest::parse(&bytes),
             None => Err(PipelineError::NotFound {
                 bucket: self.config.input_bucket.clone(),
                 key: layout::job_spec_key(job_id),

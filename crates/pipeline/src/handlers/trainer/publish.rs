@@ -72,6 +72,7 @@ impl Trainer {
                 files,
             }),
             summary: Some(summary(bundle, duration)),
+            classification: None,
             promotion: Some(promotion),
             continuations,
             finished_at: now_rfc3339(),
@@ -104,7 +105,7 @@ impl Trainer {
     }
 
     /// Writes `results/<id>.json` once; `false` when another invocation already had.
-    async fn write_result(&self, job_id: &str, result: &JobResult) -> Result<bool> {
+    pub(super) async fn write_result(&self, job_id: &str, result: &JobResult) -> Result<bool> {
         self.store
             .put_json_if_absent(
                 &self.config.results_bucket,

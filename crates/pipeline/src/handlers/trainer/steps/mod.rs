@@ -13,7 +13,9 @@ use tracing::info;
 
 use super::{DatasetEntry, Trainer};
 use crate::clock::{now_rfc3339, since_rfc3339};
-use crate::documents::{Checkpoint, ErrorInfo, JobStatus, Shard, ShardError, ShardImage};
+use crate::documents::{
+    Checkpoint, Document, ErrorInfo, JobRequest, JobSpec, JobStatus, Shard, ShardError, ShardImage,
+};
 use crate::error::{PipelineError, Result};
 use crate::launcher::TrainerEvent;
 use crate::layout;
@@ -157,9 +159,51 @@ impl Trainer {
         if self.has_result(job_id).await? {
             return Ok(prepared);
         }
-        let spec = self.accepted_spec(job_id).await?;
+        let (images, cached, shards) = match self.accepted_spec(job_id).await? {
+            JobRequest::Train(spec) => self.prepare_training(job_id, &spec).await?,
+            JobRequest::Classify(spec) => {
+                let (images, shards) = self.prepare_classification(job_id, &spec).await?;
+                (images, 0, shards)
+            }
+        };
+        // When the job was prepared: the result's duration counts from here.
+        let checkpoint = Checkpoint {
+            continuation: 0,
+            images_total: images,
+            images_done: cached,
+            elapsed_ms: 0.0,
+            updated_at: now_rfc3339(),
+        };
+        self.store
+            .put_json(bucket, &layout::checkpoint_key(job_id), &checkpoint)
+            .await?;
+        info!(
+            job_id,
+            images, cached, shards, "job prepared for the state machine"
+        );
+        if let StepOutput::Prepared {
+            status,
+            images: listed,
+            cached: skipped,
+            shards: count,
+            ..
+        } = &mut prepared
+        {
+            *status = "ready";
+            (*listed, *skipped, *count) = (images, cached, shards);
+        }
+        Ok(prepared)
+    }
+
+    /// Lists the dataset, drops what is cached, and writes the shards of the rest; returns
+    /// (images, cached, shards).
+    async fn prepare_training(
+        &self,
+        job_id: &str,
+        spec: &JobSpec,
+    ) -> Result<(usize, usize, usize)> {
         let backbone = self.backbone_for(spec.input_size).await?;
-        let entries = self.list_dataset(&spec).await?;
+        let entries = self.list_dataset(spec).await?;
         let index = self.cache_for(&backbone, &spec.dataset).index().await?;
         let missing: Vec<ShardImage> = entries
             .iter()
@@ -171,71 +215,38 @@ impl Trainer {
                 size: e.size,
             })
             .collect();
-        let shards = self.write_shards(job_id, &spec, &missing).await?;
-        // When the job was prepared: the result's duration counts from here.
-        let checkpoint = Checkpoint {
-            continuation: 0,
-            images_total: entries.len(),
-            images_done: entries.len() - missing.len(),
-            elapsed_ms: 0.0,
-            updated_at: now_rfc3339(),
-        };
-        self.store
-            .put_json(bucket, &layout::checkpoint_key(job_id), &checkpoint)
-            .await?;
-        info!(
-            job_id,
-            images = entries.len(),
-            missing = missing.len(),
-            shards,
-            "job prepared for the state machine"
-        );
-        if let StepOutput::Prepared {
-            status,
-            images,
-            cached,
-            shards: count,
-            ..
-        } = &mut prepared
-        {
-            *status = "ready";
-            *images = entries.len();
-            *cached = entries.len() - missing.len();
-            *count = shards;
-        }
-        Ok(prepared)
-    }
-
-    /// Writes one shard document per `MAP_SHARD_IMAGES` of `missing`, then the CSV manifest the
-    /// Map reads (header `shard`, one key per row). Returns how many shards there are.
-    async fn write_shards(
-        &self,
-        job_id: &str,
-        spec: &crate::documents::JobSpec,
-        missing: &[ShardImage],
-    ) -> Result<usize> {
-        let bucket = &self.config.results_bucket;
-        let shards: Vec<(String, Shard)> = missing
+        let shards: Vec<Shard> = missing
             .chunks(self.config.map_shard_images.max(1))
-            .enumerate()
-            .map(|(n, images)| {
-                let shard = Shard {
-                    job_id: job_id.to_owned(),
-                    dataset: spec.dataset.clone(),
-                    input_size: spec.input_size,
-                    images: images.to_vec(),
-                };
-                (layout::shard_key(job_id, n), shard)
+            .map(|images| Shard {
+                job_id: job_id.to_owned(),
+                dataset: spec.dataset.clone(),
+                input_size: spec.input_size,
+                images: images.to_vec(),
             })
             .collect();
-        let written: Vec<Result<()>> = futures::stream::iter(&shards)
+        let count = self.write_shards(job_id, &shards).await?;
+        Ok((entries.len(), entries.len() - missing.len(), count))
+    }
+
+    /// Writes the shard documents (`checkpoints/<id>/shards/<n>.json`), then the CSV manifest
+    /// the Map reads (header `shard`, one key per row). Returns how many shards there are.
+    pub(super) async fn write_shards<T: Document + Sync>(
+        &self,
+        job_id: &str,
+        shards: &[T],
+    ) -> Result<usize> {
+        let bucket = &self.config.results_bucket;
+        let keys: Vec<String> = (0..shards.len())
+            .map(|n| layout::shard_key(job_id, n))
+            .collect();
+        let written: Vec<Result<()>> = futures::stream::iter(keys.iter().zip(shards))
             .map(|(key, shard)| self.store.put_json(bucket, key, shard))
             .buffer_unordered(SHARD_WRITES)
             .collect()
             .await;
         written.into_iter().collect::<Result<Vec<()>>>()?;
         let mut csv = String::from("shard\n");
-        for (key, _) in &shards {
+        for key in &keys {
             csv.push_str(key);
             csv.push('\n');
         }
@@ -243,7 +254,7 @@ impl Trainer {
         self.store
             .put(bucket, &manifest_key, csv.into_bytes(), "text/csv")
             .await?;
-        Ok(shards.len())
+        Ok(keys.len())
     }
 
     /// Extracts one shard's images into one feature pack.
@@ -259,6 +270,9 @@ impl Trainer {
                 what: "shard key",
                 value: shard_key.to_owned(),
             });
+        }
+        if let JobRequest::Classify(_) = self.accepted_spec(job_id).await? {
+            return self.classify_shard(job_id, shard_key, deadline).await;
         }
         let shard = self
             .store
@@ -346,8 +360,19 @@ impl Trainer {
         if self.has_result(job_id).await? {
             return Ok(finished("already_finished"));
         }
-        let spec = self.accepted_spec(job_id).await?;
         let since_prepared = self.since_prepared(job_id).await;
+        let spec = match self.accepted_spec(job_id).await? {
+            JobRequest::Train(spec) => spec,
+            JobRequest::Classify(spec) => {
+                let result = self
+                    .summarise_classification(job_id, &spec, since_prepared)
+                    .await?;
+                return Ok(finished(match result.status {
+                    JobStatus::Succeeded => "succeeded",
+                    JobStatus::Failed => "failed",
+                }));
+            }
+        };
         let started = Instant::now();
         let backbone = self.backbone_for(spec.input_size).await?;
         let entries = self.list_dataset(&spec).await?;
