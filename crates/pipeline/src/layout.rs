@@ -301,6 +301,8 @@ mod tests {
             notification_key("j"),
             model_history_key(1),
             review_key("a.jpg"),
+            shard_predictions_key("j", &shard_key("j", 7)),
+            predictions_csv_key("j"),
         ] {
             for bucket in [BucketRole::Input, BucketRole::Results] {
                 assert_eq!(notified_function(bucket, &key), None, "{key}");
