@@ -485,7 +485,7 @@ def test_a_prefix_is_reclassified_through_the_map(stack, sfn, training):
     result = stack.get_json(RESULTS, f"results/{job_id}.json")
     assert result["status"] == "succeeded", result
     found = result["classification"]
-    assert found["prefix"] == "images/2025/" and found["model_id"] == "imagenet", found
+    assert result["prefix"] == "images/2025/" and found["model_id"] == "imagenet", result
     assert (found["images"], found["predicted"]) == (DATASET_IMAGES, DATASET_IMAGES - 1), found
     assert [error["images"] for error in found["errors"]] == [1], "the broken JPEG: " + str(found)
     assert sum(count["images"] for count in found["labels"]) == found["predicted"], found
@@ -495,7 +495,7 @@ def test_a_prefix_is_reclassified_through_the_map(stack, sfn, training):
     assert sorted(row["key"] for row in rows) == sorted(images), rows
     for row in rows:
         prediction = stack.get_json(RESULTS, "predictions/" + row["key"][len("images/") :] + ".json")
-        assert prediction["model_id"] == "imagenet", prediction
+        assert prediction["model_id"] == row["model_id"] == "imagenet", (row, prediction)
         if row["error"]:
             assert prediction["error"]["kind"] == row["error"], (row, prediction)
         else:

@@ -95,22 +95,34 @@ pub fn prediction_document(
 #[derive(Debug, Clone, PartialEq)]
 pub enum PredictionWrite {
     Written,
-    /// This image version already had this model's prediction (or a real one where this is
-    /// an error), which stays: here it is (`None` if it could not be parsed).
+    /// The stored prediction stands (see [`Replacing`]): here it is (`None` if it could not be
+    /// parsed, or a concurrent writer replaced it first).
     Kept(Option<Box<PredictionDocument>>),
 }
 
-/// Writes `document` at `key` unless it would replace an equal or better one. The common
-/// case, a new image, is one PUT (`If-None-Match: *`). When a prediction exists it is read and
-/// kept if it is for this image version and either by the same model (a duplicate event, or
-/// a concurrent one that won) or real where `document` is an error; anything else (an older
-/// version's, another model's) is replaced with `If-Match`, so of two concurrent writers one
-/// wins.
+/// Which stored prediction a new one replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replacing {
+    /// The upload trigger and the failure recorder, which see each image version once: an
+    /// older version's prediction. One for this version stands, whatever made it (a duplicate
+    /// event, a concurrent one that won, a reclassification since).
+    OlderVersions,
+    /// A reclassification, which classifies the version it listed: this version's prediction
+    /// made by another model (unless it is real and the new one an error). Another version's
+    /// stands: the image changed since the job listed it, and its own event classifies it.
+    OtherModels,
+}
+
+/// Writes `document` at `key` unless the stored prediction stands against it (see
+/// [`Replacing`]). The common case, a new image, is one PUT (`If-None-Match: *`). When a
+/// prediction exists it is read, and replaced with `If-Match`, so of two concurrent writers
+/// one wins.
 pub async fn write_prediction(
     store: &S3Store,
     bucket: &str,
     key: &str,
     document: &PredictionDocument,
+    replacing: Replacing,
 ) -> Result<PredictionWrite> {
     let written = |done: bool, kept: Option<Box<PredictionDocument>>| {
         if done {
@@ -133,7 +145,7 @@ pub async fn write_prediction(
     let stands = existing
         .document
         .as_ref()
-        .is_some_and(|previous| stands_against(previous, document));
+        .is_some_and(|previous| stands_against(previous, document, replacing));
     match existing.etag {
         Some(etag) if !stands => {
             // Refused: a concurrent writer replaced it first.
@@ -147,11 +159,20 @@ pub async fn write_prediction(
 }
 
 /// Whether `previous` stays rather than being replaced by `next`.
-fn stands_against(previous: &PredictionDocument, next: &PredictionDocument) -> bool {
+fn stands_against(
+    previous: &PredictionDocument,
+    next: &PredictionDocument,
+    replacing: Replacing,
+) -> bool {
     let same_version = previous.source_etag.is_some() && previous.source_etag == next.source_etag;
-    same_version
-        && (previous.model_id == next.model_id
-            || (previous.error.is_none() && next.error.is_some()))
+    match replacing {
+        Replacing::OlderVersions => same_version,
+        Replacing::OtherModels => {
+            !same_version
+                || previous.model_id == next.model_id
+                || (previous.error.is_none() && next.error.is_some())
+        }
+    }
 }
 
 /// Writes the prediction of the image at `images/<path>` and, when its top label is below its
@@ -162,9 +183,10 @@ pub async fn store_prediction(
     bucket: &str,
     path: &str,
     document: &PredictionDocument,
+    replacing: Replacing,
 ) -> Result<PredictionWrite> {
     let key = layout::prediction_key(path);
-    let write = write_prediction(store, bucket, &key, document).await?;
+    let write = write_prediction(store, bucket, &key, document, replacing).await?;
     let reviewed = match &write {
         PredictionWrite::Written => Some(document),
         PredictionWrite::Kept(existing) => existing.as_deref(),
@@ -230,20 +252,31 @@ mod tests {
     }
 
     #[test]
-    fn a_prediction_stands_only_for_its_version_and_model() {
+    fn events_replace_older_versions_only() {
+        let stands = |previous, next| stands_against(&previous, &next, Replacing::OlderVersions);
         let stored = prediction("e1", "m1", false);
-        // A duplicate event: same version, same model.
-        assert!(stands_against(&stored, &prediction("e1", "m1", false)));
-        // A reclassification with another model replaces it.
-        assert!(!stands_against(&stored, &prediction("e1", "m2", false)));
+        // A duplicate event, or one late from a container still serving the old model.
+        assert!(stands(stored.clone(), prediction("e1", "m1", false)));
+        assert!(stands(stored.clone(), prediction("e1", "m0", false)));
+        // The failure recorder's error never replaces this version's prediction.
+        assert!(stands(stored.clone(), prediction("e1", "none", true)));
         // A newer image version replaces it, whatever the model.
-        assert!(!stands_against(&stored, &prediction("e2", "m1", false)));
-        // The failure recorder's error never replaces this version's real prediction...
-        assert!(stands_against(&stored, &prediction("e1", "none", true)));
-        // ...but a real prediction replaces an error one.
-        assert!(!stands_against(
-            &prediction("e1", "none", true),
-            &prediction("e1", "m1", false)
+        assert!(!stands(stored, prediction("e2", "m1", false)));
+    }
+
+    #[test]
+    fn a_reclassification_replaces_other_models_of_its_version_only() {
+        let stands = |previous, next| stands_against(&previous, &next, Replacing::OtherModels);
+        let stored = prediction("e1", "m1", false);
+        assert!(!stands(stored.clone(), prediction("e1", "m2", false)));
+        assert!(stands(stored.clone(), prediction("e1", "m1", false)));
+        // Its error does not replace a real prediction; its real one replaces an error.
+        assert!(stands(stored.clone(), prediction("e1", "m2", true)));
+        assert!(!stands(
+            prediction("e1", "none", true),
+            prediction("e1", "m2", false)
         ));
+        // Another version's stands: the image changed after the job listed it.
+        assert!(stands(stored, prediction("e0", "m2", false)));
     }
 }

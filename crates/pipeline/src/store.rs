@@ -247,6 +247,18 @@ impl S3Store {
 
     /// Every object under `prefix`, following continuation tokens, sorted by key.
     pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>> {
+        self.list_at_most(bucket, prefix, usize::MAX).await
+    }
+
+    /// The objects under `prefix` as [`S3Store::list`], but it stops paging once it has more
+    /// than `limit`: a caller that refuses more than `limit` learns so without listing (and
+    /// holding) a whole bucket.
+    pub async fn list_at_most(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<ListedObject>> {
         let mut pages = self
             .client
             .list_objects_v2()
@@ -265,6 +277,9 @@ impl S3Store {
                         etag: object.e_tag().unwrap_or_default().to_owned(),
                     });
                 }
+            }
+            if objects.len() > limit {
+                break;
             }
         }
         objects.sort_by(|a, b| a.key.cmp(&b.key));

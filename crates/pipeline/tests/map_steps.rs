@@ -526,6 +526,7 @@ async fn a_prefix_is_reclassified_with_the_serving_model() {
     let error = alone.error.unwrap();
     assert_eq!(error.kind, "missing_config", "{error:?}");
     assert!(error.message.contains("STATE_MACHINE_ARN"), "{error:?}");
+    assert_eq!(alone.prefix.as_deref(), Some("images/2025/"));
 
     let trainer = map_trainer(&stack, 4, &[]);
     let job_id = "re".to_owned();
@@ -542,6 +543,20 @@ async fn a_prefix_is_reclassified_with_the_serving_model() {
         (&images.len().into(), &shards.into()),
         "{prepared}"
     );
+    // One image is replaced after the job listed it: the job leaves it to its own event.
+    let replaced = &images
+        .iter()
+        .find(|(key, _)| !key.ends_with("broken.jpg"))
+        .unwrap()
+        .0;
+    stack
+        .put(INPUT, replaced, b"another version".to_vec())
+        .await;
+    // Every image was queued for review by the old model.
+    let review_key = |key: &str| format!("review/{}.json", key.strip_prefix("images/").unwrap());
+    for (key, _) in &images {
+        stack.put(RESULTS, &review_key(key), b"{}".to_vec()).await;
+    }
     // Any order, one shard twice (a retried child).
     let mut order: Vec<usize> = (0..shards).rev().collect();
     order.push(0);
@@ -568,14 +583,24 @@ async fn a_prefix_is_reclassified_with_the_serving_model() {
 
     let result: JobResult = stack.json("results/re.json").await;
     assert_eq!(result.status, JobStatus::Succeeded);
+    assert_eq!(result.prefix.as_deref(), Some("images/2025/"));
     let found = result.classification.unwrap();
     assert_eq!(found.model_id, "pets");
     assert_eq!(
         (found.images, found.predicted),
-        (images.len(), images.len() - 1)
+        (images.len(), images.len() - 2)
     );
-    assert_eq!(found.errors.len(), 1, "{:?}", found.errors);
-    assert_eq!(found.errors[0].images, 1, "the broken JPEG");
+    let mut errors: Vec<(&str, usize)> = found
+        .errors
+        .iter()
+        .map(|e| (e.label.as_str(), e.images))
+        .collect();
+    errors.sort();
+    assert_eq!(
+        errors,
+        [("superseded", 1), ("truncated", 1)],
+        "the broken JPEG and the replaced image"
+    );
     assert_eq!(
         found.labels.iter().map(|l| l.images).sum::<usize>(),
         found.predicted
@@ -619,6 +644,24 @@ async fn a_prefix_is_reclassified_with_the_serving_model() {
     }
     for row in &rows {
         let path = row.key.strip_prefix("images/").unwrap();
+        let queued = stack
+            .store
+            .get_if_exists(RESULTS, &review_key(&row.key))
+            .await
+            .unwrap()
+            .is_some();
+        let doubtful = row.confident == Some(false) || &row.key == replaced;
+        assert_eq!(queued, doubtful, "review entry of {row:?}");
+        if &row.key == replaced {
+            assert_eq!(row.error.as_deref(), Some("superseded"), "{row:?}");
+            let kept: PredictionDocument = stack.json(&format!("predictions/{path}.json")).await;
+            assert_eq!(
+                kept.model_id, "imagenet",
+                "the old version's, for its event to replace"
+            );
+            continue;
+        }
+        assert_eq!(row.model_id.as_deref(), Some("pets"), "{row:?}");
         let job: PredictionDocument = stack.json(&format!("predictions/{path}.json")).await;
         let check: PredictionDocument = stack
             .json(&format!(

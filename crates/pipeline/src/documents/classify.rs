@@ -46,6 +46,14 @@ impl JobRequest {
             JobRequest::Classify(_) => None,
         }
     }
+
+    /// The prefix a reclassification classifies (a training job has none).
+    pub fn prefix(&self) -> Option<&str> {
+        match self {
+            JobRequest::Train(_) => None,
+            JobRequest::Classify(spec) => Some(&spec.classify.prefix),
+        }
+    }
 }
 
 /// A reclassification as the user writes it: `{"classify": {"prefix": "images/2025/"},
@@ -156,13 +164,17 @@ pub struct ShardPredictions {
     pub rows: Vec<PredictionRow>,
 }
 
-/// One row of `results/<id>/predictions.csv`: an image's top label and score, or why it has
-/// none (`error`: the kind, e.g. `corrupt_image`, or `superseded` for an image replaced
-/// since the job was prepared, whose own upload event classifies the new version).
+/// One row of `results/<id>/predictions.csv`: an image's stored prediction — its model, top
+/// label and score — or why it has none (`error`: the kind, e.g. `truncated`; `superseded`
+/// for an image replaced since the job was prepared, whose own upload event classifies the
+/// new version; `replaced_concurrently` when another writer replaced it meanwhile).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PredictionRow {
     pub key: String,
     pub etag: String,
+    /// The model of the stored prediction: the job's, or (a real prediction kept where the
+    /// job's model failed on the image) the one before.
+    pub model_id: Option<String>,
     pub label: Option<String>,
     pub score: Option<f32>,
     /// Whether the score reaches the label's confidence threshold (trained heads with
@@ -174,7 +186,6 @@ pub struct PredictionRow {
 /// What a reclassification found, in its result document and report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassificationSummary {
-    pub prefix: String,
     pub model_id: String,
     /// Images listed under the prefix.
     pub images: usize,
@@ -213,6 +224,7 @@ mod tests {
         assert_eq!(spec.classify.prefix, "images/2025/");
         assert_eq!(request.notify(), ["o@example.com"]);
         assert_eq!(request.dataset(), None);
+        assert_eq!(request.prefix(), Some("images/2025/"));
         let training = JobRequest::parse(br#"{"dataset": "pets"}"#).unwrap();
         assert_eq!(training.dataset(), Some("pets"));
     }

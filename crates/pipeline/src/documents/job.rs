@@ -236,6 +236,9 @@ pub struct JobResult {
     pub status: JobStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<String>,
+    /// What a reclassification classified (`classify.prefix`), instead of a dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
     /// Recipients, copied from the spec so the notifier never reads user objects.
     #[serde(default)]
     pub notify: Vec<String>,
@@ -347,6 +350,7 @@ impl JobResult {
             job_id: job_id.to_owned(),
             status: JobStatus::Failed,
             dataset,
+            prefix: None,
             notify,
             error: Some(error),
             model: None,

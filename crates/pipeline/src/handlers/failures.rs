@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::event::{CreatedObject, S3Event};
 use crate::launcher::TrainerEvent;
 use crate::layout::{self, InputKey};
-use crate::predictions::{PredictionWrite, write_prediction};
+use crate::predictions::{PredictionWrite, Replacing, write_prediction};
 use crate::store::S3Store;
 
 /// What Lambda sends an on-failure destination: the original event and how its invocation
@@ -210,7 +210,14 @@ impl FailureRecorder {
                 let key = layout::prediction_key(&path);
                 let bucket = &self.config.results_bucket;
                 Ok(
-                    if write_prediction(&self.store, bucket, &key, &document).await?
+                    if write_prediction(
+                        &self.store,
+                        bucket,
+                        &key,
+                        &document,
+                        Replacing::OlderVersions,
+                    )
+                    .await?
                         == PredictionWrite::Written
                     {
                         FailureOutcome::ImageRecorded { key }

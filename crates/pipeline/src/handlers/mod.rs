@@ -61,21 +61,25 @@ pub(crate) async fn record_failed_job(
 ) -> Result<bool> {
     layout::validate_id("job id", job_id)?;
     let spec_bytes = job_spec_bytes(store, config, job_id).await?;
-    let (dataset, notify) = match spec_bytes.as_deref().map(JobRequest::parse) {
+    let request = spec_bytes.as_deref().map(JobRequest::parse);
+    let (dataset, prefix, notify) = match &request {
         Some(Ok(request)) => (
             request.dataset().map(str::to_owned),
+            request.prefix().map(str::to_owned),
             request.notify().to_vec(),
         ),
         Some(Err(_)) => (
+            None,
             None,
             spec_bytes
                 .as_deref()
                 .map(salvage_notify)
                 .unwrap_or_default(),
         ),
-        None => (None, Vec::new()),
+        None => (None, None, Vec::new()),
     };
-    let result = JobResult::failed_with(job_id, dataset, notify, cause, continuations);
+    let mut result = JobResult::failed_with(job_id, dataset, notify, cause, continuations);
+    result.prefix = prefix;
     store
         .put_json_if_absent(&config.results_bucket, &layout::result_key(job_id), &result)
         .await

@@ -15,8 +15,8 @@ use crate::launcher::TrainerLauncher;
 use crate::layout::{self, InputKey};
 use crate::loading::BackboneLoader;
 use crate::predictions::{
-    PredictionWrite, classify_image, load_classifier, prediction_document, record_metrics,
-    store_prediction,
+    PredictionWrite, Replacing, classify_image, load_classifier, prediction_document,
+    record_metrics, store_prediction,
 };
 use crate::store::{JSON_CONTENT_TYPE, Object, S3Store};
 
@@ -166,8 +166,14 @@ impl UploadTrigger {
             classified,
         );
         let bucket = &self.config.results_bucket;
-        if let PredictionWrite::Kept(_) =
-            store_prediction(&self.store, bucket, path, &document).await?
+        if let PredictionWrite::Kept(_) = store_prediction(
+            &self.store,
+            bucket,
+            path,
+            &document,
+            Replacing::OlderVersions,
+        )
+        .await?
         {
             return Ok(RecordOutcome::AlreadyPredicted {
                 key: object.key.clone(),

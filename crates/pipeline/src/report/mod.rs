@@ -77,7 +77,7 @@ fn percent(value: f64) -> String {
 pub fn render(result: &JobResult, metrics: Option<&Metrics>, mistakes: &[Thumbnail]) -> Report {
     let job = &result.job_id;
     let accuracy = result.summary.as_ref().map(|s| s.validation_accuracy);
-    let kind = match (&result.classification, &result.dataset) {
+    let kind = match (&result.prefix, &result.dataset) {
         (Some(_), _) => "Reclassification job",
         (None, Some(_)) => "Training job",
         (None, None) => "Job",
@@ -113,6 +113,13 @@ pub fn render(result: &JobResult, metrics: Option<&Metrics>, mistakes: &[Thumbna
         body.html.push_str(&format!(
             "<p>Dataset: <code>{}</code></p>",
             escape_html(dataset)
+        ));
+    }
+    if let Some(prefix) = &result.prefix {
+        body.text.push_str(&format!("Prefix: {prefix}\n"));
+        body.html.push_str(&format!(
+            "<p>Prefix: <code>{}</code></p>",
+            escape_html(prefix)
         ));
     }
     if let Some(error) = &result.error {
@@ -319,12 +326,11 @@ impl Body {
         ));
     }
 
-    /// A reclassification: what was classified with which model, the images per label, the
+    /// A reclassification: which model classified, the images per label, the
     /// images without a prediction per reason, and where the CSV of every image is.
     fn classification(&mut self, found: &ClassificationSummary) {
-        let without = found.images - found.predicted;
+        let without = found.images.saturating_sub(found.predicted);
         let rows = [
-            ("Prefix", found.prefix.clone()),
             ("Model", found.model_id.clone()),
             (
                 "Images",

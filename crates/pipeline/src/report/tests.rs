@@ -8,6 +8,7 @@ fn result(job_id: &str, dataset: &str, message: &str) -> JobResult {
         job_id: job_id.to_owned(),
         status: JobStatus::Failed,
         dataset: Some(dataset.to_owned()),
+        prefix: None,
         notify: vec!["owner@example.com".to_owned()],
         error: Some(ErrorInfo {
             kind: "invalid_spec".to_owned(),
@@ -189,6 +190,7 @@ fn a_reclassification_reports_its_counts() {
     found.error = None;
     found.summary = None;
     found.dataset = None;
+    found.prefix = Some("images/2025/<x>/".into());
     let mut labels: Vec<LabelCount> = (0..60)
         .map(|i| LabelCount {
             label: format!("label{i:02}"),
@@ -203,7 +205,6 @@ fn a_reclassification_reports_its_counts() {
         },
     );
     found.classification = Some(ClassificationSummary {
-        prefix: "images/2025/<x>/".into(),
         model_id: "pets-v2".into(),
         images: 70,
         predicted: 67,

@@ -303,7 +303,8 @@ impl Trainer {
             }
             Err(error) if error.is_transient() => Err(error),
             Err(error) => {
-                let failed = JobResult::failed(job_id, None, spec.notify.clone(), &error, 0);
+                let mut failed = JobResult::failed(job_id, None, spec.notify.clone(), &error, 0);
+                failed.prefix = Some(spec.classify.prefix.clone());
                 self.finish_failed(failed, &error).await
             }
         }

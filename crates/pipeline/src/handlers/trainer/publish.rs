@@ -65,6 +65,7 @@ impl Trainer {
             job_id: job_id.to_owned(),
             status: JobStatus::Succeeded,
             dataset: Some(spec.dataset.clone()),
+            prefix: None,
             notify: spec.notify.clone(),
             error: None,
             model: Some(ModelInfo {

@@ -17,8 +17,8 @@ use super::Trainer;
 use super::steps::StepOutput;
 use crate::clock::now_rfc3339;
 use crate::documents::{
-    ClassificationSummary, ClassifyShard, ClassifySpec, CurrentModel, IMAGENET_MODEL, JobResult,
-    JobStatus, LabelCount, ListedImage, PinnedModel, PredictionDocument, PredictionRow,
+    Checkpoint, ClassificationSummary, ClassifyShard, ClassifySpec, CurrentModel, IMAGENET_MODEL,
+    JobResult, JobStatus, LabelCount, ListedImage, PinnedModel, PredictionDocument, PredictionRow,
     ShardPredictions,
 };
 use crate::error::{PipelineError, Result};
@@ -26,20 +26,35 @@ use crate::event::unquote;
 use crate::layout::{self, InputKey};
 use crate::observe;
 use crate::predictions::{
-    PredictionWrite, classify_image, load_classifier, prediction_document, record_metrics,
-    store_prediction,
+    PredictionWrite, Replacing, classify_image, load_classifier, prediction_document,
+    record_metrics, store_prediction,
 };
 
 /// The `error` of a row whose image was replaced after the job was prepared: the new
 /// version's own upload event classifies it.
 const SUPERSEDED: &str = "superseded";
+/// The `error` of a row whose prediction another writer replaced while this one wrote it.
+const REPLACED_CONCURRENTLY: &str = "replaced_concurrently";
 
 impl Trainer {
     /// Every image under the spec's prefix, sorted by key; fails the job when there is none
     /// or more than a job may have.
     pub(super) async fn list_prefix(&self, spec: &ClassifySpec) -> Result<Vec<ListedImage>> {
         let prefix = &spec.classify.prefix;
-        let listed = self.store.list(&self.config.input_bucket, prefix).await?;
+        let limit = self.options.max_dataset_images;
+        let listed = self
+            .store
+            .list_at_most(&self.config.input_bucket, prefix, limit)
+            .await?;
+        let invalid = |reason| PipelineError::InvalidSpec {
+            field: Some("classify.prefix".to_owned()),
+            reason,
+        };
+        if listed.len() > limit {
+            return Err(invalid(format!(
+                "more than {limit} objects under {prefix}, at most {limit} images per job: classify narrower prefixes"
+            )));
+        }
         let images: Vec<ListedImage> = listed
             .into_iter()
             .filter(|object| matches!(InputKey::parse(&object.key), Ok(InputKey::Image { .. })))
@@ -49,21 +64,10 @@ impl Trainer {
                 size: object.size,
             })
             .collect();
-        let invalid = |reason| PipelineError::InvalidSpec {
-            field: Some("classify.prefix".to_owned()),
-            reason,
-        };
         if images.is_empty() {
             return Err(invalid(format!(
                 "no images under s3://{}/{prefix}",
                 self.config.input_bucket
-            )));
-        }
-        if images.len() > self.options.max_dataset_images {
-            return Err(invalid(format!(
-                "{} images under {prefix}, at most {} per job: classify narrower prefixes",
-                images.len(),
-                self.options.max_dataset_images
             )));
         }
         Ok(images)
@@ -119,8 +123,9 @@ impl Trainer {
     }
 
     /// Classifies one shard's images with the pinned model, writes their predictions, then
-    /// the shard's rows. Time running short fails the shard (transient: the retry finds the
-    /// predictions already written and keeps them).
+    /// the shard's rows. Time running short fails the shard (transient: the state machine
+    /// retries it; the retry classifies every image again, and its writes keep the
+    /// predictions already made).
     pub(super) async fn classify_shard(
         &self,
         job_id: &str,
@@ -190,6 +195,7 @@ impl Trainer {
         let error_row = |kind: &str| PredictionRow {
             key: image.key.clone(),
             etag: image.etag.clone(),
+            model_id: None,
             label: None,
             score: None,
             confident: None,
@@ -232,14 +238,30 @@ impl Trainer {
             classified,
         );
         let bucket = &self.config.results_bucket;
-        let stored = match store_prediction(&self.store, bucket, &path, &document).await? {
+        let written = store_prediction(
+            &self.store,
+            bucket,
+            &path,
+            &document,
+            Replacing::OtherModels,
+        );
+        Ok(match written.await? {
             PredictionWrite::Written => {
                 record_metrics(&document);
-                document
+                if document.confident != Some(false) {
+                    // The old model's doubt about this image no longer stands (a doubtful
+                    // prediction was queued again by the write). DELETE is free.
+                    let review = layout::review_key(&path);
+                    self.store.delete(bucket, &review).await?;
+                }
+                row_of(image, &document)
             }
-            PredictionWrite::Kept(existing) => existing.map_or(document, |kept| *kept),
-        };
-        Ok(row_of(image, &stored))
+            PredictionWrite::Kept(Some(kept)) if kept.source_etag == document.source_etag => {
+                row_of(image, &kept)
+            }
+            PredictionWrite::Kept(Some(_)) => error_row(SUPERSEDED),
+            PredictionWrite::Kept(None) => error_row(REPLACED_CONCURRENTLY),
+        })
     }
 
     /// Gathers the shards' rows into `results/<id>/predictions.csv` and writes the job's
@@ -272,22 +294,36 @@ impl Trainer {
             }
         }
         let csv = csv.into_inner().map_err(|e| csv_error(e.into_error()))?;
-        let listed = self.checkpoint(job_id).await.map(|c| c.images_total);
-        if let Some(total) = listed.filter(|&total| tally.rows < total) {
+        // What `prepare` listed, read strictly: the check must not be skipped.
+        let listed = self
+            .store
+            .get_json::<Checkpoint>(bucket, &layout::checkpoint_key(job_id))
+            .await?
+            .document
+            .images_total;
+        if tally.rows < listed {
             return Err(PipelineError::PredictionsMissing {
-                missing: total - tally.rows,
-                total,
+                missing: listed - tally.rows,
+                total: listed,
             });
         }
         let csv_key = layout::predictions_csv_key(job_id);
         self.store.put(bucket, &csv_key, csv, "text/csv").await?;
-        let model_id = self.first_model_id(job_id).await;
+        // Every shard pins the same model; the first one says which.
+        let model_id = self
+            .store
+            .get_json::<ClassifyShard>(bucket, &layout::shard_key(job_id, 0))
+            .await?
+            .document
+            .model
+            .model_id;
         let duration = since_prepared + started.elapsed();
-        let summary = tally.summary(spec, model_id, csv_key, duration);
+        let summary = tally.summary(model_id, csv_key, duration);
         let result = JobResult {
             job_id: job_id.to_owned(),
             status: JobStatus::Succeeded,
             dataset: None,
+            prefix: Some(spec.classify.prefix.clone()),
             notify: spec.notify.clone(),
             error: None,
             model: None,
@@ -306,19 +342,6 @@ impl Trainer {
         }
         Ok(result)
     }
-
-    /// The model the job's shards were given (all are given the same).
-    async fn first_model_id(&self, job_id: &str) -> String {
-        let first = layout::shard_key(job_id, 0);
-        match self
-            .store
-            .get_json::<ClassifyShard>(&self.config.results_bucket, &first)
-            .await
-        {
-            Ok(shard) => shard.document.model.model_id,
-            Err(_) => String::from("unknown"),
-        }
-    }
 }
 
 /// The CSV row of an image's stored prediction.
@@ -327,6 +350,7 @@ fn row_of(image: &ListedImage, prediction: &PredictionDocument) -> PredictionRow
     PredictionRow {
         key: image.key.clone(),
         etag: image.etag.clone(),
+        model_id: Some(prediction.model_id.clone()),
         label: top.map(|t| t.label.clone()),
         score: top.map(|t| t.score),
         confident: prediction.confident,
@@ -367,13 +391,11 @@ impl Tally {
 
     fn summary(
         self,
-        spec: &ClassifySpec,
         model_id: String,
         predictions_csv: String,
         duration: Duration,
     ) -> ClassificationSummary {
         ClassificationSummary {
-            prefix: spec.classify.prefix.clone(),
             model_id,
             images: self.rows,
             predicted: self.labels.values().sum(),
@@ -404,6 +426,7 @@ mod tests {
         PredictionRow {
             key: "images/a, \"b\".jpg".into(),
             etag: "e".into(),
+            model_id: label.map(|_| "m".to_owned()),
             label: label.map(str::to_owned),
             score: label.map(|_| 0.5),
             confident,
@@ -423,13 +446,7 @@ mod tests {
         ] {
             tally.add(&r);
         }
-        let spec = ClassifySpec {
-            classify: crate::documents::ClassifyTarget {
-                prefix: "images/".into(),
-            },
-            notify: vec![],
-        };
-        let summary = tally.summary(&spec, "m".into(), "k".into(), Duration::ZERO);
+        let summary = tally.summary("m".into(), "k".into(), Duration::ZERO);
         assert_eq!((summary.images, summary.predicted), (5, 3));
         assert_eq!(summary.low_confidence, 1);
         assert_eq!(summary.labels[0].label, "dog");
@@ -449,7 +466,7 @@ mod tests {
         let bytes = writer.into_inner().unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(
-            text.starts_with("key,etag,label,score,confident,error\n"),
+            text.starts_with("key,etag,model_id,label,score,confident,error\n"),
             "{text}"
         );
         let read: Vec<PredictionRow> = csv::Reader::from_reader(bytes.as_slice())
