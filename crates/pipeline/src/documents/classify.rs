@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::job::{JobSpec, MAX_SPEC_BYTES, spec_error, validate_notify};
+use super::job::{JobSpec, MAX_SPEC_BYTES, check_spec_size, spec_error, validate_notify};
 use crate::error::PipelineError;
 use crate::layout::IMAGES_PREFIX;
 
@@ -76,15 +76,7 @@ pub struct ClassifyTarget {
 
 impl ClassifySpec {
     pub fn parse(bytes: &[u8]) -> Result<ClassifySpec, PipelineError> {
-        if bytes.len() > MAX_SPEC_BYTES {
-            return Err(PipelineError::InvalidSpec {
-                field: None,
-                reason: format!(
-                    "the spec is {} bytes, more than the {MAX_SPEC_BYTES} allowed",
-                    bytes.len()
-                ),
-            });
-        }
+        check_spec_size(bytes)?;
         let spec: ClassifySpec =
             serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
                 .map_err(|e| {

@@ -77,15 +77,7 @@ const REMOVED_FIELDS: [&str; 5] = [
 impl JobSpec {
     /// Parses and validates a spec; the error names the offending field.
     pub fn parse(bytes: &[u8]) -> Result<JobSpec, PipelineError> {
-        if bytes.len() > MAX_SPEC_BYTES {
-            return Err(PipelineError::InvalidSpec {
-                field: None,
-                reason: format!(
-                    "the spec is {} bytes, more than the {MAX_SPEC_BYTES} allowed",
-                    bytes.len()
-                ),
-            });
-        }
+        check_spec_size(bytes)?;
         // The job's fields and the training settings are read apart, so that each part's
         // errors name their field (serde loses the path inside a flattened struct).
         let mut fields: serde_json::Map<String, serde_json::Value> =
@@ -141,6 +133,20 @@ impl JobSpec {
     pub fn train_config(&self) -> TrainConfig {
         self.training.clone()
     }
+}
+
+/// Refuses a spec over [`MAX_SPEC_BYTES`] before it is parsed, whatever kind it is.
+pub(super) fn check_spec_size(bytes: &[u8]) -> Result<(), PipelineError> {
+    if bytes.len() > MAX_SPEC_BYTES {
+        return Err(PipelineError::InvalidSpec {
+            field: None,
+            reason: format!(
+                "the spec is {} bytes, more than the {MAX_SPEC_BYTES} allowed",
+                bytes.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// At most [`MAX_RECIPIENTS`] plausible addresses, or an error naming `notify`.

@@ -309,17 +309,7 @@ impl Body {
             ),
             ("Continuations", continuations.to_string()),
         ];
-        self.text.push('\n');
-        self.html
-            .push_str("<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">");
-        for (name, value) in &rows {
-            self.text.push_str(&format!("{name}: {value}\n"));
-            self.html.push_str(&format!(
-                "<tr><th align=\"left\">{name}</th><td>{}</td></tr>",
-                escape_html(value)
-            ));
-        }
-        self.html.push_str("</table>");
+        self.table(None, &rows);
         self.text.push_str(&format!(
             "Duration: {:.1} s\n",
             summary.duration_ms / 1000.0
@@ -364,9 +354,11 @@ impl Body {
         }
     }
 
-    /// A two-column table (name, value), as text lines and as HTML rows, under `title`.
+    /// A two-column table (name, value), as text lines and as HTML rows, under `title` (the
+    /// text lines indented beneath it).
     fn table<N: AsRef<str>, V: AsRef<str>>(&mut self, title: Option<&str>, rows: &[(N, V)]) {
         self.text.push('\n');
+        let indent = if title.is_some() { "  " } else { "" };
         if let Some(title) = title {
             self.text.push_str(&format!("{title}:\n"));
             self.html
@@ -376,7 +368,7 @@ impl Body {
             .push_str("<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">");
         for (name, value) in rows {
             let (name, value) = (name.as_ref(), value.as_ref());
-            self.text.push_str(&format!("  {name}: {value}\n"));
+            self.text.push_str(&format!("{indent}{name}: {value}\n"));
             self.html.push_str(&format!(
                 "<tr><th align=\"left\">{}</th><td>{}</td></tr>",
                 escape_html(name),
