@@ -170,10 +170,11 @@ async fn a_thousand_events_keep_the_heap_flat_and_five_thousand_images_train() {
         peak_growth / features,
         features / MIB
     );
-    // The features are held a few times over (cache bytes, the feature set, the standardised
-    // training copy); everything else is bounded by a chunk of images.
+    // The feature set holds the features once, and the penalty search a standardised copy of
+    // the training rows (at most 10,000, so here 4,000 of the 5,000); everything else is
+    // bounded by a chunk of images.
     assert!(
-        peak_growth < 4.0 * features + 64.0 * MIB,
+        peak_growth < 2.0 * features + 32.0 * MIB,
         "peak heap growth {:.1} MiB for {:.1} MiB of features",
         peak_growth / MIB,
         features / MIB

@@ -4,7 +4,7 @@
 //! packs are written here, in the cache's format, as the Map's children would write them), so
 //! the test measures listing, sharding, pack reads and training, not extraction. Figures are
 //! printed; the bounds asserted are what makes the path scale: requests per 1,000 keys and per
-//! pack, never per image, and a heap of the order of the features.
+//! pack, never per image, and a heap of the features held once plus a bounded search copy.
 
 mod common;
 #[path = "../../vision/tests/support/peak_heap.rs"]
@@ -206,8 +206,10 @@ async fn a_big_dataset_prepares_and_trains_in_requests_per_page_and_pack() {
         requests(&counts, "ListObjectsV2") <= pages + 2,
         "the dataset's pages and the cache's: {counts:?}"
     );
+    // The features are held once; the penalty search's standardised copy is at most 10,000
+    // rows (49 MiB) whatever the size, and keys and labels add a few hundred bytes per image.
     assert!(
-        train_heap < 4.0 * features + 64.0 * MIB,
+        train_heap < 1.3 * features + 64.0 * MIB,
         "peak heap growth {:.1} MiB for {:.1} MiB of features",
         train_heap / MIB,
         features / MIB

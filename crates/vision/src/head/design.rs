@@ -1,6 +1,8 @@
-//! The design matrix every fit reads: one standardised `f32` copy of the features, ordered so
-//! that every block a fit needs is contiguous — the training rows grouped by fold, then the
-//! validation rows — and the way back from fitted parameters to a [`Head`].
+//! The rows the penalty search reads: a standardised `f32` copy of the searched training rows,
+//! grouped by fold so that every fold's training rows are two contiguous blocks, and the way
+//! back from fitted parameters to a [`Head`]. The copy is bounded: at most the search limit
+//! ([`super::CV_MAX_IMAGES`]), or every training row when there are fewer than features (the
+//! change of basis needs them all). The final fits read the extracted features in place.
 
 use ndarray::{Array2, ArrayView2, s};
 
@@ -11,14 +13,14 @@ use crate::backbone::FEATURE_LEN;
 use crate::error::{Result, VisionError};
 use crate::extract::FeatureSet;
 
-/// The rows of a [`FeatureSet`], standardised with the training split's statistics.
+/// Searched training rows of a [`FeatureSet`], standardised with the training split's statistics.
 pub(super) struct OrderedRows {
-    /// Training rows grouped by fold (rows past the search limit last), then validation rows.
+    /// Training rows grouped by fold; past `fold_bounds[folds]`, the rows the search leaves out,
+    /// present only when the basis needs every training row.
     pub(super) rows: Array2<f32>,
     /// The label index of each of `rows`.
     pub(super) targets: Vec<usize>,
-    /// Fold `f` is rows `fold_bounds[f]..fold_bounds[f + 1]`; rows past `fold_bounds[folds]`
-    /// (and before `train_len`) join only the final fits.
+    /// Fold `f` is rows `fold_bounds[f]..fold_bounds[f + 1]`.
     pub(super) fold_bounds: Vec<usize>,
     pub(super) train_len: usize,
     pub(super) feature_mean: Vec<f32>,
@@ -69,11 +71,12 @@ impl OrderedRows {
         for fold in 0..config.folds {
             fold_bounds[fold + 1] += fold_bounds[fold];
         }
-        let order: Vec<usize> = train_order
-            .iter()
-            .map(|&(_, row)| row)
-            .chain(split.validation.iter().copied())
-            .collect();
+        let copied = if split.train.len() < FEATURE_LEN {
+            split.train.len()
+        } else {
+            fold_bounds[config.folds]
+        };
+        let order: Vec<usize> = train_order[..copied].iter().map(|&(_, row)| row).collect();
         let mut rows = Array2::<f32>::zeros((order.len(), FEATURE_LEN));
         for (mut target, &row) in rows.rows_mut().into_iter().zip(&order) {
             for (((o, x), m), s) in target
@@ -95,16 +98,23 @@ impl OrderedRows {
         }
     }
 
-    pub(super) fn train_rows(&self) -> ArrayView2<'_, f32> {
-        self.rows.slice(s![..self.train_len, ..])
+    /// The rows the search fits and scores: those of the folds.
+    pub(super) fn searched(&self) -> (ArrayView2<'_, f32>, &[usize]) {
+        let searched = self.fold_bounds[self.fold_bounds.len() - 1];
+        (
+            self.rows.slice(s![..searched, ..]),
+            &self.targets[..searched],
+        )
     }
 
-    pub(super) fn train_targets(&self) -> &[usize] {
-        &self.targets[..self.train_len]
+    /// The change of basis for fewer training rows than features, when it applies: then `rows`
+    /// holds every training row.
+    pub(super) fn basis(&self) -> Option<RowBasis> {
+        (self.train_len < FEATURE_LEN).then(|| RowBasis::new(self.rows.view()))
     }
 
-    /// The head for fitted `params`: class-major weights then biases, over the features or,
-    /// when the fit ran in `basis`, over the basis coordinates of the training rows.
+    /// The head for fitted `params`: class-major weights then biases, over the standardised
+    /// features or, when the fit ran in `basis`, over the basis coordinates of `rows`.
     pub(super) fn head(
         &self,
         params: &[f64],
@@ -117,7 +127,7 @@ impl OrderedRows {
         let fitted = ArrayView2::from_shape((classes, columns), &params[..split_at])
             .map_err(|e| VisionError::HeadTraining(e.to_string()))?;
         let weights = match basis {
-            Some(basis) => basis.to_features(fitted, self.train_rows()),
+            Some(basis) => basis.to_features(fitted, self.rows.view()),
             None => fitted.to_owned(),
         };
         Ok(Head {

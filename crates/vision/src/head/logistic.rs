@@ -18,8 +18,10 @@ use argmin::solver::linesearch::MoreThuenteLineSearch;
 use argmin::solver::quasinewton::LBFGS;
 use ndarray::{Array2, ArrayView2};
 
+use super::block::{Block, Standardisation};
+
 /// Rows evaluated together, so each weight row is read once per block rather than once per row.
-const BLOCK: usize = 4;
+pub(super) const BLOCK: usize = 4;
 
 use crate::error::{Result, VisionError};
 
@@ -31,11 +33,16 @@ const GRADIENT_TOLERANCE: f64 = 1e-4;
 /// ...or when an iteration improves the objective by less than this fraction.
 const COST_TOLERANCE: f64 = 1e-10;
 
-/// Labelled rows, one per image, in contiguous blocks of one matrix: a cross-validation fold
-/// trains on the rows before and after its held-out block, so no fold copies the features.
+/// Labelled rows, one per image, in blocks read in place: a cross-validation fold trains on the
+/// rows before and after its held-out block, and the final fits read the extracted features
+/// themselves, so no fit copies the features.
 pub(super) struct Problem<'a> {
-    pub blocks: Vec<(ArrayView2<'a, f32>, &'a [usize])>,
+    pub blocks: Vec<Block<'a>>,
     pub classes: usize,
+    /// Set when the rows are raw features: the parameters are still over standardised features
+    /// (the same penalty, the same head), folded into each evaluation instead of a standardised
+    /// copy of every row, which would double the memory of a large training set.
+    pub standardisation: Option<Standardisation<'a>>,
 }
 
 /// The outcome of one fit.
@@ -47,15 +54,17 @@ pub(super) struct Fit {
 }
 
 impl<'a> Problem<'a> {
+    /// Every row of `rows`, as they are.
     pub fn new(rows: ArrayView2<'a, f32>, targets: &'a [usize], classes: usize) -> Self {
         Problem {
-            blocks: vec![(rows, targets)],
+            blocks: vec![Block::whole(rows, targets)],
             classes,
+            standardisation: None,
         }
     }
 
     fn columns(&self) -> usize {
-        self.blocks.first().map_or(0, |(rows, _)| rows.ncols())
+        self.blocks.first().map_or(0, |block| block.matrix.ncols())
     }
 
     pub fn parameter_count(&self) -> usize {
@@ -124,52 +133,51 @@ impl<'a> Problem<'a> {
         let columns = self.columns();
         let classes = self.classes;
         let (weights, bias) = params.split_at(classes * columns);
-        let n = self
-            .blocks
-            .iter()
-            .map(|(rows, _)| rows.nrows())
-            .sum::<usize>()
-            .max(1) as f64;
+        let folded = self.standardisation.map(|s| s.fold(weights, bias));
+        let (applied_weights, applied_bias) = folded
+            .as_ref()
+            .map_or((weights, bias), |(w, b)| (w.as_slice(), b.as_slice()));
+        let n = self.blocks.iter().map(Block::len).sum::<usize>().max(1) as f64;
         let mut loss = 0.0;
         let mut gradient = vec![0.0; params.len()];
         let (weight_gradient, bias_gradient) = gradient.split_at_mut(classes * columns);
         let mut scores = vec![0.0; BLOCK * classes];
-        for (rows, targets) in &self.blocks {
-            let rows = rows.as_standard_layout();
-            let Some(data) = rows.as_slice() else {
-                unreachable!("a standard-layout array is one slice")
-            };
-            for (chunk, chunk_targets) in data
-                .chunks(BLOCK * columns.max(1))
-                .zip(targets.chunks(BLOCK))
-            {
-                let (row_slots, count) = block_rows(chunk, columns);
-                let chunk_rows = &row_slots[..count];
-                let scores = &mut scores[..chunk_rows.len() * classes];
-                block_logits(chunk_rows, weights, bias, scores);
-                // Turn each row's scores into its residual (P − Y) / n.
-                for (row_scores, &target) in scores.chunks_mut(classes).zip(chunk_targets) {
-                    let log_sum = log_sum_exp(row_scores.iter().copied());
-                    loss += log_sum - row_scores[target];
-                    for value in row_scores.iter_mut() {
-                        *value = (*value - log_sum).exp() / n;
+        for block in &self.blocks {
+            // Inlined, so that the AVX2 copy of this function compiles the closure for AVX2 too.
+            block.for_each_chunk(
+                #[inline(always)]
+                |chunk_rows, chunk_targets| {
+                    let scores = &mut scores[..chunk_rows.len() * classes];
+                    block_logits(chunk_rows, applied_weights, applied_bias, scores);
+                    // Turn each row's scores into its residual (P − Y) / n.
+                    for (row_scores, &target) in scores.chunks_mut(classes).zip(chunk_targets) {
+                        let log_sum = log_sum_exp(row_scores.iter().copied());
+                        loss += log_sum - row_scores[target];
+                        for value in row_scores.iter_mut() {
+                            *value = (*value - log_sum).exp() / n;
+                        }
+                        row_scores[target] -= 1.0 / n;
                     }
-                    row_scores[target] -= 1.0 / n;
-                }
-                let mut residuals = [0.0; BLOCK];
-                let residuals = &mut residuals[..chunk_rows.len()];
-                for class in 0..classes {
-                    for (residual, row_scores) in residuals.iter_mut().zip(scores.chunks(classes)) {
-                        *residual = row_scores[class];
+                    let mut residuals = [0.0; BLOCK];
+                    let residuals = &mut residuals[..chunk_rows.len()];
+                    for class in 0..classes {
+                        for (residual, row_scores) in
+                            residuals.iter_mut().zip(scores.chunks(classes))
+                        {
+                            *residual = row_scores[class];
+                        }
+                        add_rows(
+                            residuals,
+                            chunk_rows,
+                            &mut weight_gradient[class * columns..(class + 1) * columns],
+                        );
+                        bias_gradient[class] += residuals.iter().sum::<f64>();
                     }
-                    add_rows(
-                        residuals,
-                        chunk_rows,
-                        &mut weight_gradient[class * columns..(class + 1) * columns],
-                    );
-                    bias_gradient[class] += residuals.iter().sum::<f64>();
-                }
-            }
+                },
+            );
+        }
+        if let Some(standardisation) = self.standardisation {
+            standardisation.unfold_gradient(weight_gradient, bias_gradient);
         }
         let mut squared = 0.0;
         for (g, w) in weight_gradient.iter_mut().zip(weights) {
@@ -202,7 +210,7 @@ pub(super) fn logits(rows: ArrayView2<'_, f32>, params: &[f64], classes: usize) 
 /// Up to [`BLOCK`] rows of a row-major chunk as slices, and how many there are: no
 /// allocation, as this runs once per block of rows in every evaluation.
 #[inline(always)]
-fn block_rows(chunk: &[f32], columns: usize) -> ([&[f32]; BLOCK], usize) {
+pub(super) fn block_rows(chunk: &[f32], columns: usize) -> ([&[f32]; BLOCK], usize) {
     let mut rows: [&[f32]; BLOCK] = [&[]; BLOCK];
     let mut count = 0;
     for (slot, row) in rows.iter_mut().zip(chunk.chunks(columns.max(1))) {
@@ -397,17 +405,62 @@ mod tests {
         assert_eq!(correct, 6);
     }
 
+    /// Raw rows picked by index with the standardisation folded in must be the same objective
+    /// as a standardised copy of those rows: the final fits rely on it to skip the copy.
+    #[test]
+    fn picked_raw_rows_are_the_standardised_rows() {
+        let raw = Array2::from_shape_fn((7, 3), |(r, c)| {
+            ((r * 7 + c * 3) % 5) as f32 * 0.7 + c as f32 - 1.0
+        });
+        let targets = [0, 1, 2, 0, 1, 2, 1];
+        let mean = [0.4f32, 1.3, 2.1];
+        let std = [0.9f32, 1.7, 0.6];
+        let picked = [5, 0, 3, 6];
+        let picked_targets: Vec<usize> = picked.iter().map(|&r| targets[r]).collect();
+        let copy = Array2::from_shape_fn((picked.len(), 3), |(r, c)| {
+            (raw[[picked[r], c]] - mean[c]) / std[c]
+        });
+        let standardised = Problem::new(copy.view(), &picked_targets, 3);
+        let folded = Problem {
+            blocks: vec![Block {
+                matrix: raw.view(),
+                picked: Some(&picked),
+                targets: &picked_targets,
+            }],
+            classes: 3,
+            standardisation: Some(Standardisation {
+                mean: &mean,
+                std: &std,
+            }),
+        };
+        let params: Vec<f64> = (0..standardised.parameter_count())
+            .map(|i| 0.3 * (i as f64).sin())
+            .collect();
+        let (a, ga) = standardised.loss_and_gradient(&params, 0.2);
+        let (b, gb) = folded.loss_and_gradient(&params, 0.2);
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        for (x, y) in ga.iter().zip(&gb) {
+            assert!((x - y).abs() < 1e-6, "{ga:?} vs {gb:?}");
+        }
+        let whole = Problem {
+            blocks: vec![Block::whole(raw.view(), &targets)],
+            ..folded
+        };
+        assert!((whole.loss_and_gradient(&params, 0.2).0 - a).abs() > 1e-6);
+    }
+
     #[test]
     fn blocks_are_the_same_rows_as_one_matrix() {
         let (rows, targets) = toy();
         let whole = Problem::new(rows.view(), &targets, 3);
         let split = Problem {
             blocks: vec![
-                (rows.slice(ndarray::s![..2, ..]), &targets[..2]),
-                (rows.slice(ndarray::s![2..2, ..]), &targets[2..2]),
-                (rows.slice(ndarray::s![2.., ..]), &targets[2..]),
+                Block::whole(rows.slice(ndarray::s![..2, ..]), &targets[..2]),
+                Block::whole(rows.slice(ndarray::s![2..2, ..]), &targets[2..2]),
+                Block::whole(rows.slice(ndarray::s![2.., ..]), &targets[2..]),
             ],
             classes: 3,
+            standardisation: None,
         };
         let params: Vec<f64> = (0..whole.parameter_count())
             .map(|i| 0.05 * i as f64)

@@ -9,6 +9,7 @@
 //! every fit runs on one thread in a fixed order, whichever thread runs it.
 
 mod basis;
+mod block;
 mod design;
 mod logistic;
 mod search;
@@ -16,13 +17,13 @@ mod split;
 #[cfg(test)]
 mod tests;
 
-use ndarray::s;
+use ndarray::{ArrayView2, s};
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::FEATURE_LEN;
 use crate::error::{Result, VisionError};
 use crate::extract::FeatureSet;
-use basis::RowBasis;
+use block::{Block, Standardisation};
 use design::OrderedRows;
 use logistic::Problem;
 use search::{CrossValidation, mean_params};
@@ -287,16 +288,15 @@ fn train_with_search_limit(
     let classes = labels.len();
     let split = stratified_split(&targets, classes, config.validation_split, config.seed);
     let rows = OrderedRows::new(set, &split, &targets, classes, config, search_limit);
-    let train_rows = rows.train_rows();
-    let train_targets = rows.train_targets();
 
     // Fewer images than features: fit on exact coordinates in the span of the images.
-    let basis = (rows.train_len < FEATURE_LEN).then(|| RowBasis::new(train_rows));
-    let design = basis.as_ref().map_or(train_rows, |b| b.coordinates.view());
-    let searched = rows.fold_bounds[config.folds];
+    let basis = rows.basis();
+    let (searched_rows, searched_targets) = rows.searched();
     let search = CrossValidation {
-        design: design.slice_move(s![..searched, ..]),
-        targets: &train_targets[..searched],
+        design: basis.as_ref().map_or(searched_rows, |b| {
+            b.coordinates.slice(s![..searched_rows.nrows(), ..])
+        }),
+        targets: searched_targets,
         classes,
         fold_bounds: rows.fold_bounds.clone(),
         max_iterations: config.max_iterations,
@@ -304,12 +304,30 @@ fn train_with_search_limit(
     };
     let (penalty_scores, chosen, fold_params) = search.run(&config.penalties, &mut on_penalty)?;
 
+    // The final fits read the features in place, standardised on the fly.
+    let features = ArrayView2::from_shape((set.len(), FEATURE_LEN), &set.features)
+        .map_err(|e| VisionError::HeadTraining(format!("the feature matrix: {e}")))?;
+    let standardisation = Standardisation {
+        mean: &rows.feature_mean,
+        std: &rows.feature_std,
+    };
+    let mut train_rows = split.train.clone();
+    train_rows.sort_unstable();
+    let train_targets: Vec<usize> = train_rows.iter().map(|&r| targets[r]).collect();
     let start = mean_params(&fold_params);
-    let fit = Problem::new(design, train_targets, classes).fit(
-        chosen.penalty,
-        start.as_deref(),
-        config.max_iterations,
-    )?;
+    let fit = match &basis {
+        Some(basis) => Problem::new(basis.coordinates.view(), &rows.targets, classes),
+        None => Problem {
+            blocks: vec![Block {
+                matrix: features,
+                picked: Some(&train_rows),
+                targets: &train_targets,
+            }],
+            classes,
+            standardisation: Some(standardisation),
+        },
+    }
+    .fit(chosen.penalty, start.as_deref(), config.max_iterations)?;
     let scored_head = rows.head(&fit.params, basis.as_ref(), &labels)?;
     let mut solver = SolverReport {
         iterations: fit.iterations,
@@ -327,11 +345,12 @@ fn train_with_search_limit(
             .map(|&w| f64::from(w))
             .collect();
         start.extend(scored_head.bias.iter().map(|&b| f64::from(b)));
-        let refit = Problem::new(rows.rows.view(), &rows.targets, classes).fit(
-            chosen.penalty,
-            Some(&start),
-            config.max_iterations,
-        )?;
+        let every_image = Problem {
+            blocks: vec![Block::whole(features, &targets)],
+            classes,
+            standardisation: Some(standardisation),
+        };
+        let refit = every_image.fit(chosen.penalty, Some(&start), config.max_iterations)?;
         solver.iterations += refit.iterations;
         solver.converged &= refit.converged;
         rows.head(&refit.params, None, &labels)?

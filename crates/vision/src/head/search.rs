@@ -3,6 +3,7 @@
 use ndarray::{ArrayView2, s};
 
 use super::PenaltyScore;
+use super::block::Block;
 use super::logistic::{self, Problem};
 use crate::error::{Result, VisionError};
 
@@ -45,10 +46,11 @@ impl CrossValidation<'_> {
                 let (start, end) = folds[f];
                 let problem = Problem {
                     blocks: vec![
-                        (self.design.slice(s![..start, ..]), &self.targets[..start]),
-                        (self.design.slice(s![end.., ..]), &self.targets[end..]),
+                        Block::whole(self.design.slice(s![..start, ..]), &self.targets[..start]),
+                        Block::whole(self.design.slice(s![end.., ..]), &self.targets[end..]),
                     ],
                     classes: self.classes,
+                    standardisation: None,
                 };
                 let fit = problem.fit(penalty, warm[f].as_deref(), self.max_iterations)?;
                 let held_out = logistic::logits(
@@ -60,10 +62,10 @@ impl CrossValidation<'_> {
                 // The fit's own rows, scored the same way: the training curve beside the
                 // validation one (how far the two are apart is how much the fit overfits).
                 let mut trained = (0.0, 0);
-                for (rows, targets) in &problem.blocks {
+                for block in &problem.blocks {
                     let (l, c) = logistic::score(
-                        &logistic::logits(*rows, &fit.params, self.classes),
-                        targets,
+                        &logistic::logits(block.matrix, &fit.params, self.classes),
+                        block.targets,
                     );
                     trained = (trained.0 + l, trained.1 + c);
                 }

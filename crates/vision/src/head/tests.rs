@@ -1,5 +1,6 @@
 //! The head's unit tests, on synthetic clustered features.
 
+use super::basis::RowBasis;
 use super::design::standardisation;
 use super::*;
 use ndarray::{Array2, ArrayView2};
@@ -292,4 +293,44 @@ fn folding_standardisation_changes_nothing() {
         let folded = bias[class] + row.iter().zip(x).map(|(w, v)| w * v).sum::<f32>();
         assert!((folded - expected).abs() < 1e-3, "{folded} vs {expected}");
     }
+}
+
+/// With as many training images as features the final fits skip the basis and read the
+/// features in place, standardising on the fly; they must land where a fit on a standardised
+/// copy of the same rows lands.
+#[test]
+fn the_final_fits_on_the_features_in_place_match_a_standardised_copy() {
+    let set = clustered(2, 800, 8.0, 16);
+    let config = TrainConfig {
+        penalties: vec![0.1],
+        folds: 2,
+        ..TrainConfig::default()
+    };
+    let trained = train_with_search_limit(&set, &config, 2, 200, |_| {}).unwrap();
+    assert!(
+        trained.split.train.len() >= FEATURE_LEN,
+        "{}",
+        trained.split.train.len()
+    );
+    let (mean, std) = standardisation(&set, &trained.split.train);
+    let copy_of = |rows: &[usize]| {
+        Array2::from_shape_fn((rows.len(), FEATURE_LEN), |(r, c)| {
+            (set.row(rows[r])[c] - mean[c]) / std[c]
+        })
+    };
+    let every: Vec<usize> = (0..set.len()).collect();
+    for (head, rows) in [
+        (&trained.scored_head, &trained.split.train),
+        (&trained.head, &every),
+    ] {
+        let copy = copy_of(rows);
+        let targets: Vec<usize> = rows.iter().map(|&r| trained.targets[r]).collect();
+        let direct = Problem::new(copy.view(), &targets, 2)
+            .fit(0.1, None, 2000)
+            .unwrap();
+        for (a, b) in head.weights.iter().flatten().zip(&direct.params) {
+            assert!((f64::from(*a) - b).abs() < 5e-3, "{a} vs {b}");
+        }
+    }
+    assert_ne!(bits(&trained.head), bits(&trained.scored_head));
 }

@@ -80,9 +80,9 @@ impl Trainer {
     }
 
     /// Why this function's memory cannot train `images` images, if it cannot: the head is
-    /// trained in one invocation from every feature in memory (~3 copies of 5 KB per image at
-    /// peak, measured in `load.rs` and `map_load.rs`), so a job that would run out of memory
-    /// after its whole extraction is refused before it.
+    /// trained in one invocation from every feature in memory (5 KB per image, held once, plus
+    /// the penalty search's bounded copy; measured in `load.rs` and `map_load.rs`), so a job
+    /// that would run out of memory after its whole extraction is refused before it.
     fn memory_shortfall(&self, images: usize) -> Option<String> {
         let available = self.config.function_memory_mb?;
         let needed =
@@ -95,7 +95,10 @@ impl Trainer {
     }
 }
 
-/// The trainer's memory before any features: runtime, model, buffers (115–128 MiB measured).
+/// The trainer's memory before any features: runtime, model, buffers (115–128 MiB measured),
+/// and the penalty search's standardised copy of at most `vision::CV_MAX_IMAGES` rows (49 MiB).
 const TRAINING_BASE_MB: u64 = 256;
-/// Peak memory per dataset image when training: 5 KB of features, ~3 copies.
-const TRAINING_BYTES_PER_IMAGE: u64 = 16 * 1024;
+/// Peak memory per dataset image when training: 5 KB of features, held once, and its key,
+/// label and ETag a few times over (5.4 KB measured in `map_load.rs` at 50,000 images; the
+/// rest is headroom for long keys).
+const TRAINING_BYTES_PER_IMAGE: u64 = 8 * 1024;

@@ -47,7 +47,8 @@ pub struct TrainerOptions {
     /// Told about progress as it happens (the demo draws bars with it).
     pub progress: Option<ProgressObserver>,
     /// A dataset with more images fails its job up front, on either path: the head is trained
-    /// in one Lambda from features held in memory (5 KB each; see docs/performance.md).
+    /// in one Lambda from features held in memory, and past this its final fits would outrun
+    /// one invocation (see docs/performance.md).
     pub max_dataset_images: usize,
     /// A dataset with more labels fails its job up front.
     pub max_labels: usize,
