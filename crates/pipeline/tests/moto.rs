@@ -483,7 +483,7 @@ async fn datasets_over_the_limits_fail_their_job_before_any_work() {
     assert!(
         error
             .message
-            .contains("9 images under datasets/big/, at most 8"),
+            .contains("more than 8 objects under datasets/big/, at most 8 images per job"),
         "{}",
         error.message
     );

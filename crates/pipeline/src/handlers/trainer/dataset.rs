@@ -18,13 +18,17 @@ pub(super) struct DatasetEntry {
 }
 
 impl Trainer {
-    /// Lists the dataset, sorted by key; fails the job when it is empty or over the limits.
+    /// Lists the dataset, sorted by key; fails the job when it is empty or over the limits. The
+    /// listing stops a page past the image limit, so a huge prefix costs neither memory nor
+    /// thousands of LISTs.
     pub(super) async fn list_dataset(&self, spec: &JobSpec) -> Result<Vec<DatasetEntry>> {
+        let limit = self.options.max_dataset_images;
         let listed = self
             .store
-            .list(
+            .list_at_most(
                 &self.config.input_bucket,
                 &layout::dataset_prefix(&spec.dataset),
+                limit,
             )
             .await?;
         let entries: Vec<DatasetEntry> = listed
@@ -40,12 +44,10 @@ impl Trainer {
             })
             .collect();
         let labels: HashSet<&str> = entries.iter().map(|e| e.label.as_str()).collect();
-        let too_many = if entries.len() > self.options.max_dataset_images {
+        let too_many = if listed.len() > limit {
             Some(format!(
-                "{} images under datasets/{}/, at most {} per job",
-                entries.len(),
-                spec.dataset,
-                self.options.max_dataset_images
+                "more than {limit} objects under datasets/{}/, at most {limit} images per job: split the dataset",
+                spec.dataset
             ))
         } else if let Some(reason) = self.memory_shortfall(entries.len()) {
             Some(reason)
