@@ -247,17 +247,20 @@ impl S3Store {
 
     /// Every object under `prefix`, following continuation tokens, sorted by key.
     pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>> {
-        self.list_at_most(bucket, prefix, usize::MAX).await
+        self.list_at_most(bucket, prefix, usize::MAX, |_| true)
+            .await
     }
 
-    /// The objects under `prefix` as [`S3Store::list`], but it stops paging once it has more
-    /// than `limit`: a caller that refuses more than `limit` learns so without listing (and
-    /// holding) a whole bucket.
+    /// The objects under `prefix` whose keys `keep` takes, as [`S3Store::list`], but it stops
+    /// paging once it has more than `limit` of them: a caller that refuses more than `limit`
+    /// learns so without listing (and holding) a whole bucket. Past the limit the listing is
+    /// returned as it stands, without the ETags it lacks.
     pub async fn list_at_most(
         &self,
         bucket: &str,
         prefix: &str,
         limit: usize,
+        keep: impl Fn(&str) -> bool,
     ) -> Result<Vec<ListedObject>> {
         let mut pages = self
             .client
@@ -270,7 +273,7 @@ impl S3Store {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| s3_error("ListObjectsV2", bucket, prefix, e))?;
             for object in page.contents() {
-                if let Some(key) = object.key() {
+                if let Some(key) = object.key().filter(|key| keep(key)) {
                     objects.push(ListedObject {
                         key: key.to_owned(),
                         size: object.size().map_or(0, |s| s.max(0) as u64),
@@ -279,7 +282,7 @@ impl S3Store {
                 }
             }
             if objects.len() > limit {
-                break;
+                return Ok(objects);
             }
         }
         objects.sort_by(|a, b| a.key.cmp(&b.key));

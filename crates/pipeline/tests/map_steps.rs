@@ -335,7 +335,9 @@ async fn a_job_too_big_for_the_trainers_memory_is_refused_before_any_work() {
         .unwrap_err();
     assert_eq!(error.kind(), "invalid_spec", "{error}");
     assert!(
-        error.to_string().contains("9 images need about 257 MB")
+        error
+            .to_string()
+            .contains("9 images of 2 labels need about")
             && error.to_string().contains("TrainerMemory"),
         "{error}"
     );

@@ -483,7 +483,7 @@ async fn datasets_over_the_limits_fail_their_job_before_any_work() {
     assert!(
         error
             .message
-            .contains("more than 8 objects under datasets/big/, at most 8 images per job"),
+            .contains("more than 8 images under datasets/big/, at most 8 per job"),
         "{}",
         error.message
     );

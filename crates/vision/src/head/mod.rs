@@ -17,7 +17,7 @@ mod split;
 #[cfg(test)]
 mod tests;
 
-use ndarray::{ArrayView2, s};
+use ndarray::{Array2, ArrayView2, s};
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::FEATURE_LEN;
@@ -283,11 +283,19 @@ fn train_with_search_limit(
     mut on_penalty: impl FnMut(&PenaltyScore),
 ) -> Result<TrainedHead> {
     config.validate()?;
+    if set.labels.len() != set.len() || set.features.len() != set.len() * FEATURE_LEN {
+        return Err(VisionError::HeadTraining(format!(
+            "the feature set has {} keys, {} labels and {} feature values: one label and {FEATURE_LEN} values per key expected",
+            set.len(),
+            set.labels.len(),
+            set.features.len()
+        )));
+    }
     let (labels, targets) = label_targets(&set.labels);
     check_label_counts(&labels, &targets, config.min_images_per_class)?;
     let classes = labels.len();
     let split = stratified_split(&targets, classes, config.validation_split, config.seed);
-    let rows = OrderedRows::new(set, &split, &targets, classes, config, search_limit);
+    let mut rows = OrderedRows::new(set, &split, &targets, classes, config, search_limit);
 
     // Fewer images than features: fit on exact coordinates in the span of the images.
     let basis = rows.basis();
@@ -304,7 +312,11 @@ fn train_with_search_limit(
     };
     let (penalty_scores, chosen, fold_params) = search.run(&config.penalties, &mut on_penalty)?;
 
-    // The final fits read the features in place, standardised on the fly.
+    // The final fits read the features in place, standardised on the fly: the copy is needed
+    // no more unless the head is mapped back from the basis.
+    if basis.is_none() {
+        rows.rows = Array2::zeros((0, FEATURE_LEN));
+    }
     let features = ArrayView2::from_shape((set.len(), FEATURE_LEN), &set.features)
         .map_err(|e| VisionError::HeadTraining(format!("the feature matrix: {e}")))?;
     let standardisation = Standardisation {

@@ -63,6 +63,8 @@ impl CrossValidation<'_> {
                 // validation one (how far the two are apart is how much the fit overfits).
                 let mut trained = (0.0, 0);
                 for block in &problem.blocks {
+                    // The search's rows are whole blocks of the standardised copy.
+                    debug_assert!(block.picked.is_none() && problem.standardisation.is_none());
                     let (l, c) = logistic::score(
                         &logistic::logits(block.matrix, &fit.params, self.classes),
                         block.targets,

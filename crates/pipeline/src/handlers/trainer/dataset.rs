@@ -29,6 +29,7 @@ impl Trainer {
                 &self.config.input_bucket,
                 &layout::dataset_prefix(&spec.dataset),
                 limit,
+                |key| layout::dataset_label(&spec.dataset, key).is_some(),
             )
             .await?;
         let entries: Vec<DatasetEntry> = listed
@@ -46,11 +47,9 @@ impl Trainer {
         let labels: HashSet<&str> = entries.iter().map(|e| e.label.as_str()).collect();
         let too_many = if listed.len() > limit {
             Some(format!(
-                "more than {limit} objects under datasets/{}/, at most {limit} images per job: split the dataset",
+                "more than {limit} images under datasets/{}/, at most {limit} per job: split the dataset",
                 spec.dataset
             ))
-        } else if let Some(reason) = self.memory_shortfall(entries.len()) {
-            Some(reason)
         } else if labels.len() > self.options.max_labels {
             Some(format!(
                 "{} labels under datasets/{}/, at most {} per job",
@@ -59,7 +58,7 @@ impl Trainer {
                 self.options.max_labels
             ))
         } else {
-            None
+            self.memory_shortfall(entries.len(), labels.len(), spec.train_config().folds)
         };
         if let Some(reason) = too_many {
             return Err(PipelineError::InvalidSpec {
@@ -81,26 +80,34 @@ impl Trainer {
         Ok(entries)
     }
 
-    /// Why this function's memory cannot train `images` images, if it cannot: the head is
-    /// trained in one invocation from every feature in memory (5 KB per image, held once, plus
-    /// the penalty search's bounded copy; measured in `load.rs` and `map_load.rs`), so a job
-    /// that would run out of memory after its whole extraction is refused before it.
-    fn memory_shortfall(&self, images: usize) -> Option<String> {
+    /// Why this function's memory cannot train `images` images of `labels` labels, if it
+    /// cannot: the head is trained in one invocation from every feature in memory (5 KB per
+    /// image, held once, plus the penalty search's bounded copy; measured in `load.rs` and
+    /// `map_load.rs`) by fits whose solver state grows with the labels (one fit per fold at
+    /// once, as many as there are CPUs), so a job that would run out of memory after its whole
+    /// extraction is refused before it.
+    fn memory_shortfall(&self, images: usize, labels: usize, folds: usize) -> Option<String> {
         let available = self.config.function_memory_mb?;
-        let needed =
-            TRAINING_BASE_MB + (images as u64 * TRAINING_BYTES_PER_IMAGE).div_ceil(1 << 20);
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let solver_bytes = (labels * cpus.min(folds)) as u64 * SOLVER_BYTES_PER_LABEL;
+        let needed = TRAINING_BASE_MB
+            + (images as u64 * TRAINING_BYTES_PER_IMAGE + solver_bytes).div_ceil(1 << 20);
         (needed > available).then(|| {
             format!(
-                "{images} images need about {needed} MB to train the head (their features are held in memory); the trainer has {available} MB: raise the TrainerMemory parameter (up to 10240) or split the dataset"
+                "{images} images of {labels} labels need about {needed} MB to train the head (their features are held in memory, and the solver's state grows with the labels); the trainer has {available} MB: raise the TrainerMemory parameter (up to 10240) or split the dataset"
             )
         })
     }
 }
 
 /// The trainer's memory before any features: runtime, model, buffers (115–128 MiB measured),
-/// and the penalty search's standardised copy of at most `vision::CV_MAX_IMAGES` rows (49 MiB).
+/// and the penalty search's standardised copy of about `vision::head::CV_MAX_IMAGES` rows
+/// (~49 MiB).
 const TRAINING_BASE_MB: u64 = 256;
 /// Peak memory per dataset image when training: 5 KB of features, held once, and its key,
 /// label and ETag a few times over (5.4 KB measured in `map_load.rs` at 50,000 images; the
 /// rest is headroom for long keys).
 const TRAINING_BYTES_PER_IMAGE: u64 = 8 * 1024;
+/// One running fit's memory per label: L-BFGS's 20 history vectors and ~20 working copies of
+/// the parameters (1,281 f64 per label). An estimate from argmin's solver state, not measured.
+const SOLVER_BYTES_PER_LABEL: u64 = 40 * 1281 * 8;

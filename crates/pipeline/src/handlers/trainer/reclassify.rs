@@ -44,7 +44,9 @@ impl Trainer {
         let limit = self.options.max_dataset_images;
         let listed = self
             .store
-            .list_at_most(&self.config.input_bucket, prefix, limit)
+            .list_at_most(&self.config.input_bucket, prefix, limit, |key| {
+                matches!(InputKey::parse(key), Ok(InputKey::Image { .. }))
+            })
             .await?;
         let invalid = |reason| PipelineError::InvalidSpec {
             field: Some("classify.prefix".to_owned()),
@@ -52,12 +54,11 @@ impl Trainer {
         };
         if listed.len() > limit {
             return Err(invalid(format!(
-                "more than {limit} objects under {prefix}, at most {limit} images per job: classify narrower prefixes"
+                "more than {limit} images under {prefix}, at most {limit} per job: classify narrower prefixes"
             )));
         }
         let images: Vec<ListedImage> = listed
             .into_iter()
-            .filter(|object| matches!(InputKey::parse(&object.key), Ok(InputKey::Image { .. })))
             .map(|object| ListedImage {
                 etag: unquote(&object.etag).to_owned(),
                 key: object.key,
