@@ -74,6 +74,11 @@ pub struct TrainConfig {
 /// (~20 s on 2 vCPUs) while the choice of penalty barely moves at that size.
 pub const CV_MAX_IMAGES: usize = 10_000;
 
+/// Memory one running fit holds per label: L-BFGS's 20 history vectors and its working copies
+/// of the parameters (`FEATURE_LEN + 1` f64 per label), about 40 in all. The trainer budgets
+/// it for each fold fitted at once; `tests/head_memory.rs` measures ~36 and holds the budget.
+pub const SOLVER_BYTES_PER_LABEL: u64 = 40 * (FEATURE_LEN as u64 + 1) * 8;
+
 /// One value per decade from 1e-6 to 1.
 pub const DEFAULT_PENALTIES: [f64; 7] = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0];
 
@@ -323,16 +328,15 @@ fn train_with_search_limit(
         mean: &rows.feature_mean,
         std: &rows.feature_std,
     };
-    let mut train_rows = split.train.clone();
-    train_rows.sort_unstable();
-    let train_targets: Vec<usize> = train_rows.iter().map(|&r| targets[r]).collect();
+    // `split.train` is sorted, so the fit reads the features front to back.
+    let train_targets: Vec<usize> = split.train.iter().map(|&r| targets[r]).collect();
     let start = mean_params(&fold_params);
     let fit = match &basis {
         Some(basis) => Problem::new(basis.coordinates.view(), &rows.targets, classes),
         None => Problem {
             blocks: vec![Block {
                 matrix: features,
-                picked: Some(&train_rows),
+                picked: Some(&split.train),
                 targets: &train_targets,
             }],
             classes,

@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 
+use vision::head::SOLVER_BYTES_PER_LABEL;
+
 use super::Trainer;
 use crate::documents::JobSpec;
 use crate::error::{PipelineError, Result};
@@ -108,7 +110,3 @@ const TRAINING_BASE_MB: u64 = 256;
 /// label and ETag a few times over (5.4 KB measured in `map_load.rs` at 50,000 images; the
 /// rest is headroom for long keys).
 const TRAINING_BYTES_PER_IMAGE: u64 = 8 * 1024;
-/// One running fit's memory per label: L-BFGS's 20 history vectors and its working copies of
-/// the parameters (1,281 f64 per label); 0.35 MiB (~36 vectors) measured by vision's
-/// `head_memory` test, which holds this budget.
-const SOLVER_BYTES_PER_LABEL: u64 = 40 * 1281 * 8;
